@@ -1,0 +1,1 @@
+"""Tests of obscura.blobs: the BlobStore contract on every backend."""
