@@ -1,1 +1,1 @@
-"""store."""
+"""Storage: repository interfaces, PostgreSQL implementation (postgres/), migrations, embedded PostgreSQL."""

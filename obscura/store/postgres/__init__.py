@@ -1,1 +1,1 @@
-"""store/postgres."""
+"""PostgreSQL (asyncpg): the pool, readiness check and, later, the repository implementations."""

@@ -1,0 +1,1 @@
+"""Numbered, immutable SQL migration files (applied by obscura.store.migrate)."""

@@ -1,0 +1,145 @@
+"""The asyncpg pool built from the OBSCURA_DATABASE_* options (spec §7) and its readiness check (§2.15)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from obscura.config import Settings
+
+__all__ = ["Database", "DatabaseUnavailable", "create_pool", "with_database"]
+
+_log = logging.getLogger("obscura.store.postgres")
+
+# Short OLTP queries only: JIT compilation costs more than it saves (and shows up as
+# multi-millisecond spikes on the first execution of a plan).
+_SERVER_SETTINGS = {"jit": "off", "application_name": "obscura"}
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database did not answer. The message is one of spec §2.15's internal strings
+    ("Database connection timed out" / "Database connection failed: ..."): log it, never return it."""
+
+
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` pointing at another database on the same server (URL-form DSNs only)."""
+    parts = urllib.parse.urlsplit(dsn)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(database)))
+
+
+async def create_pool(dsn: str, settings: Settings, *, command_timeout_s: float | None = None,
+                      init_timeout_s: float = 30.0) -> asyncpg.Pool:
+    """An asyncpg pool sized and timed by ``settings``; raises DatabaseUnavailable if it cannot connect.
+
+    - db_max_connections / db_min_connections: pool bounds (min is clamped to max);
+    - db_acquire_timeout_secs: also the per-connection connect timeout (use Database.acquire for
+      the acquire timeout);
+    - db_idle_timeout_secs: max_inactive_connection_lifetime (0 = keep idle connections);
+    - db_max_lifetime_secs: not an asyncpg option; Database recycles connections (see there);
+    - command_timeout_s: default per-statement timeout, defaults to server_request_timeout_secs.
+    """
+    max_size = settings.db_max_connections
+    timeout = float(command_timeout_s if command_timeout_s is not None else settings.server_request_timeout_secs)
+    try:
+        async with asyncio.timeout(init_timeout_s):
+            return await asyncpg.create_pool(
+                dsn,
+                min_size=min(settings.db_min_connections, max_size),
+                max_size=max_size,
+                max_inactive_connection_lifetime=float(settings.db_idle_timeout_secs),
+                timeout=float(settings.db_acquire_timeout_secs),
+                command_timeout=timeout,
+                server_settings=dict(_SERVER_SETTINGS),
+            )
+    except TimeoutError:
+        raise DatabaseUnavailable("Database connection timed out") from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise DatabaseUnavailable(f"Database connection failed: {exc}") from exc
+
+
+class Database:
+    """Owns the pool: acquire with a timeout, readiness check, connection recycling, close.
+
+    db_max_lifetime_secs is approximated by a recycler task that calls
+    ``pool.expire_connections()`` every max_lifetime seconds: idle connections are replaced on
+    their next acquire and busy ones when released, so no connection lives much longer than
+    max_lifetime (plus its longest checkout). asyncpg has no per-connection age limit.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout_s: float = 3.0, max_lifetime_s: float = 0.0) -> None:
+        self._pool = pool
+        self._acquire_timeout_s = acquire_timeout_s
+        self._recycler: asyncio.Task[None] | None = None
+        if max_lifetime_s > 0:
+            self._recycler = asyncio.get_running_loop().create_task(
+                self._recycle(max_lifetime_s), name="obscura-db-recycler")
+
+    @classmethod
+    async def connect(cls, dsn: str, settings: Settings, **pool_kwargs: float) -> Database:
+        """create_pool(dsn, settings) wrapped in a Database (fatal at startup if it raises, spec §1.3)."""
+        pool = await create_pool(dsn, settings, **pool_kwargs)
+        return cls(pool, acquire_timeout_s=float(settings.db_acquire_timeout_secs),
+                   max_lifetime_s=float(settings.db_max_lifetime_secs))
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; DatabaseUnavailable("Database connection timed out") when none frees
+        up within db_acquire_timeout_secs."""
+        try:
+            cm = self._pool.acquire(timeout=self._acquire_timeout_s)
+            conn = await cm.__aenter__()
+        except TimeoutError:
+            raise DatabaseUnavailable("Database connection timed out") from None
+        try:
+            yield conn
+        except BaseException as exc:
+            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await cm.__aexit__(None, None, None)
+
+    async def check(self, timeout_s: float) -> None:
+        """Readiness probe (spec §2.15): ``SELECT 1`` within ``timeout_s`` or DatabaseUnavailable."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+        except TimeoutError:
+            raise DatabaseUnavailable("Database connection timed out") from None
+        except Exception as exc:  # any driver, OS or protocol failure is "failed", with its reason
+            raise DatabaseUnavailable(f"Database connection failed: {exc}") from exc
+
+    async def _recycle(self, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await self._pool.expire_connections()
+            except Exception:  # a closing pool; the next tick or close() ends the loop
+                _log.warning("database connection recycling failed", exc_info=True)
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Stop recycling and close the pool, terminating connections still busy after ``timeout_s``."""
+        if self._recycler is not None:
+            self._recycler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recycler
+            self._recycler = None
+        if self._pool.is_closing():
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._pool.close()
+        except TimeoutError:
+            _log.warning("database pool did not close within %.1fs; terminating connections", timeout_s)
+            self._pool.terminate()
