@@ -16,7 +16,7 @@ from obscura.coord.base import Coordinator
 from obscura.http.router import Router
 from obscura.http.server import HttpServer
 from obscura.services.health import HealthService
-from obscura.store.database import Database
+from obscura.store.postgres.pool import Database
 from obscura.store.embedded import EmbeddedPostgres
 from obscura.store.migrate import run_migrations
 
@@ -71,7 +71,7 @@ class App:
         try:
             dsn = s.db_url
             if dsn is None:
-                self._r.embedded_pg = EmbeddedPostgres(os.path.join(s.data_dir, "postgres"))
+                self._r.embedded_pg = EmbeddedPostgres(s.data_dir)
                 dsn = await self._r.embedded_pg.start()
                 log.info("embedded PostgreSQL ready in %s", os.path.join(s.data_dir, "postgres"))
             self._r.database = await Database.connect(dsn, s)
@@ -105,7 +105,7 @@ class App:
         self.port = await self._r.main_server.start(s.server_host, s.server_port)
 
         health = HealthService(
-            database=lambda: self.database.check(),
+            database=lambda: self.database.check(s.health_db_timeout_ms / 1000),
             storage=lambda: self.blobs.check(),
             pubsub=lambda: self.coordinator.ping(),
             database_timeout_s=s.health_db_timeout_ms / 1000,

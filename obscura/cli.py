@@ -64,7 +64,7 @@ async def _migrate(settings: Settings) -> int:
     import logging
     import os
 
-    from obscura.store.database import Database
+    from obscura.store.postgres.pool import Database
     from obscura.store.embedded import EmbeddedPostgres
     from obscura.store.migrate import run_migrations
 
@@ -72,7 +72,7 @@ async def _migrate(settings: Settings) -> int:
     embedded = None
     dsn = settings.db_url
     if dsn is None:
-        embedded = EmbeddedPostgres(os.path.join(settings.data_dir, "postgres"))
+        embedded = EmbeddedPostgres(settings.data_dir)
         dsn = await embedded.start()
     try:
         db = await Database.connect(dsn, settings)
