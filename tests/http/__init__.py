@@ -1,0 +1,1 @@
+"""Tests of the front-door HTTP server (obscura/http)."""
