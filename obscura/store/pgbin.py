@@ -37,10 +37,38 @@ class PgBinaries:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RunAs:
+    """Who the PostgreSQL tools run as when obscura is root.
+
+    ``namespace`` mode runs them in a new user namespace as an unprivileged id that maps back to
+    root: PostgreSQL sees a non-root user, files stay root's, and no folder permission has to be
+    widened (a data dir under /root or a 0700 temp dir works). Otherwise a real system user.
+    """
+
     name: str
     uid: int
     gid: int
     home: str
+    namespace: bool = False
+
+
+# Inside the namespace these ids stand for root outside it.
+_NS_ID = 1000
+_NS_PREFIX = ("unshare", "--user", f"--map-user={_NS_ID}", f"--map-group={_NS_ID}")
+_ns_works: bool | None = None
+
+
+def _namespace_available() -> bool:
+    """True if this root may create a user namespace (not every container allows it)."""
+    global _ns_works
+    if _ns_works is None:
+        exe = shutil.which("unshare")
+        try:
+            _ns_works = exe is not None and subprocess.run(
+                [exe, *_NS_PREFIX[1:], "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, timeout=10, check=False).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            _ns_works = False
+    return _ns_works
 
 
 def _candidate_dirs() -> list[tuple[Path, str]]:
@@ -109,6 +137,8 @@ def resolve_run_as(pgdata: Path, requested: str | None = None) -> RunAs | None:
             raise EmbeddedPostgresError(f"user {requested!r} for the embedded PostgreSQL does not exist") from None
     elif pgdata.exists() and pgdata.stat().st_uid != 0:
         entry = pwd.getpwuid(pgdata.stat().st_uid)
+    elif _namespace_available():
+        return RunAs("root (user namespace)", 0, 0, "/", namespace=True)
     else:
         for name in _RUN_AS_CANDIDATES:
             try:
@@ -125,6 +155,8 @@ def resolve_run_as(pgdata: Path, requested: str | None = None) -> RunAs | None:
 
 def check_traversable(path: Path, run_as: RunAs) -> None:
     """Every folder above ``path`` must let ``run_as`` through; we do not widen permissions ourselves."""
+    if run_as.namespace:
+        return  # root outside the namespace: owner rights on root's folders
     gids = set(os.getgrouplist(run_as.name, run_as.gid))
     for folder in [*reversed(path.parents)]:
         st = folder.stat()
@@ -141,7 +173,7 @@ def check_traversable(path: Path, run_as: RunAs) -> None:
 
 
 def chown_to(path: Path, run_as: RunAs | None) -> None:
-    if run_as is not None:
+    if run_as is not None and not run_as.namespace:
         os.chown(path, run_as.uid, run_as.gid)
 
 
@@ -149,8 +181,12 @@ def run_pg(argv: list[str], run_as: RunAs | None, timeout_s: float, *,
            check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL tool (as ``run_as`` when root), output captured; EmbeddedPostgresError on failure."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    tool = Path(argv[0]).name
     kwargs: dict = {}
-    if run_as is not None:
+    if run_as is not None and run_as.namespace:
+        argv = [*_NS_PREFIX, *argv]
+        kwargs = {"umask": 0o077}
+    elif run_as is not None:
         kwargs = {"user": run_as.uid, "group": run_as.gid, "extra_groups": [], "umask": 0o077}
         env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
     # Output goes to a file, not a pipe: `pg_ctl start` leaves a server behind that could
@@ -160,10 +196,10 @@ def run_pg(argv: list[str], run_as: RunAs | None, timeout_s: float, *,
             proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                   text=True, timeout=timeout_s, cwd="/", env=env, check=False, **kwargs)
         except subprocess.TimeoutExpired:
-            raise EmbeddedPostgresError(f"{Path(argv[0]).name} timed out after {timeout_s:.0f}s") from None
+            raise EmbeddedPostgresError(f"{tool} timed out after {timeout_s:.0f}s") from None
         out.seek(0)
         output = out.read()
     if check and proc.returncode != 0:
         raise EmbeddedPostgresError(
-            f"{Path(argv[0]).name} failed (exit {proc.returncode}): {output.strip()[-2000:]}")
+            f"{tool} failed (exit {proc.returncode}): {output.strip()[-2000:]}")
     return subprocess.CompletedProcess(argv, proc.returncode, output, "")

@@ -257,9 +257,28 @@ async def test_a_foreign_folder_is_not_overwritten(data_dir):
 def test_root_runs_the_server_as_an_unprivileged_user(data_dir):
     run_as = pgbin.resolve_run_as(data_dir / "postgres")
     if os.geteuid() == 0:
-        assert run_as is not None and run_as.uid != 0
+        # Either a user namespace (an unprivileged id inside, root's files outside) or a system user.
+        assert run_as is not None and (run_as.namespace or run_as.uid != 0)
     else:
         assert run_as is None
+
+
+async def test_root_in_a_private_folder_needs_no_permission_changes(tmp_path):
+    """As root, a data dir below a 0700 folder (like /root) works and keeps its modes."""
+    if os.geteuid() != 0 or not pgbin._namespace_available():
+        pytest.skip("only meaningful as root with user namespaces")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    pg = EmbeddedPostgres(private / "data", durable=False)
+    dsn = await pg.start()
+    try:
+        conn = await asyncpg.connect(dsn)
+        assert await conn.fetchval("SELECT 1") == 1
+        await conn.close()
+    finally:
+        await pg.stop()
+    assert (private.stat().st_mode & 0o777) == 0o700
+    assert (private / "data" / "postgres").stat().st_uid == 0
 
 
 def test_an_unreachable_folder_is_a_clear_error(data_dir):
