@@ -10,15 +10,19 @@ from dataclasses import dataclass, field
 
 from obscura.api.docs import add_docs_routes
 from obscura.api.health import add_management_routes
+from obscura.api.ratelimit import RateLimitHook
 from obscura.blobs import BlobStore, make_blob_store
 from obscura.config import Settings
 from obscura.coord.base import Coordinator
 from obscura.http.router import Router
 from obscura.http.server import HttpServer
 from obscura.services.health import HealthService
+from obscura.services.passwords import PasswordService
+from obscura.services.tokens import TokenService
 from obscura.store.postgres.pool import Database
 from obscura.store.embedded import EmbeddedPostgres
 from obscura.store.migrate import run_migrations
+from obscura.telemetry import Telemetry
 
 __all__ = ["App", "run"]
 
@@ -48,6 +52,9 @@ class App:
         self._r = _Resources()
         self._stopping = asyncio.Event()
         self._stopped = False
+        self.telemetry = Telemetry()
+        self.tokens = TokenService(settings.auth_jwt_secret, settings.auth_token_ttl_secs)
+        self.passwords = PasswordService()
 
     # -- accessors for tests and later layers ----------------------------------------------------
     @property
@@ -97,11 +104,25 @@ class App:
         from obscura.coord.memory import MemoryCoordinator
         return MemoryCoordinator(self.settings)
 
+    def _build_routes(self, router: Router) -> None:
+        """Services are built here from the backends, and their REST routes registered.
+
+        One section per area; only this module knows the concrete classes.
+        """
+        add_docs_routes(router)
+        # -- accounts and sessions (issue 3) ------------------------------------------------------
+        # -- devices and keys (issue 3) -----------------------------------------------------------
+        # -- messaging and gateway (issue 4) ------------------------------------------------------
+        # -- attachments and backups (issue 5) ----------------------------------------------------
+        # -- push tokens (issue 6) ----------------------------------------------------------------
+
     async def _start_servers(self) -> None:
         s = self.settings
         main = Router()
-        add_docs_routes(main)
-        self._r.main_server = HttpServer(main, settings=s, access_log=s.server_access_log)
+        self._build_routes(main)
+        self.rate_limits = RateLimitHook(s, self.telemetry)
+        self._r.main_server = HttpServer(main, settings=s, access_log=s.server_access_log,
+                                         hooks=[self.rate_limits])
         self.port = await self._r.main_server.start(s.server_host, s.server_port)
 
         health = HealthService(
