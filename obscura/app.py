@@ -8,6 +8,7 @@ import os
 import signal
 from dataclasses import dataclass, field
 
+from obscura.api.accounts import add_account_routes
 from obscura.api.docs import add_docs_routes
 from obscura.api.health import add_management_routes
 from obscura.api.ratelimit import RateLimitHook
@@ -16,12 +17,14 @@ from obscura.config import Settings
 from obscura.coord.base import Coordinator
 from obscura.http.router import Router
 from obscura.http.server import HttpServer
+from obscura.services.accounts import AccountService, SessionIssuer
 from obscura.services.health import HealthService
 from obscura.services.passwords import PasswordService
 from obscura.services.tokens import TokenService
 from obscura.store.postgres.pool import Database
 from obscura.store.embedded import EmbeddedPostgres
 from obscura.store.migrate import run_migrations
+from obscura.store.postgres.accounts import AccountRepo
 from obscura.telemetry import Telemetry
 
 __all__ = ["App", "run"]
@@ -75,6 +78,9 @@ class App:
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
+        if s.auth_jwt_secret == "change_me_in_production" or len(s.auth_jwt_secret.encode()) < 32:
+            log.warning("OBSCURA_AUTH_JWT_SECRET is the default or shorter than 32 bytes: "
+                        "set a long random secret (the same on every node) before production use")
         try:
             dsn = s.db_url
             if dsn is None:
@@ -109,8 +115,12 @@ class App:
 
         One section per area; only this module knows the concrete classes.
         """
+        s = self.settings
         add_docs_routes(router)
         # -- accounts and sessions (issue 3) ------------------------------------------------------
+        self.sessions = SessionIssuer(self.tokens, s.auth_refresh_token_ttl_days)
+        self.accounts = AccountService(AccountRepo(self.database), self.passwords, self.sessions, self.telemetry)
+        add_account_routes(router, self.accounts, self.tokens)
         # -- devices and keys (issue 3) -----------------------------------------------------------
         # -- messaging and gateway (issue 4) ------------------------------------------------------
         # -- attachments and backups (issue 5) ----------------------------------------------------

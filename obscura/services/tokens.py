@@ -10,9 +10,15 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import warnings
+
 import jwt
+from jwt.warnings import InsecureKeyLengthWarning
 
 from obscura.errors import Unauthorized
+
+# The key length is checked once at start-up (App logs a warning); PyJWT would warn on every token.
+warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
 
 __all__ = ["Claims", "TokenService", "new_refresh_token", "hash_refresh_token"]
 
