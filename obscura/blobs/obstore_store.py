@@ -272,6 +272,20 @@ class ObstoreBlobStore(BlobStore):
         except Exception as exc:
             raise self._unavailable("delete", exc) from None
 
+    async def list_keys(self, prefix: str, *, limit: int = 1000) -> list[str]:
+        validate_key(prefix.rstrip("/"))
+        keys: list[str] = []
+        try:
+            async for batch in obstore.list(self._store, prefix=prefix, chunk_size=max(1, min(limit, 1000))):
+                keys.extend(meta["path"] for meta in batch)
+                if len(keys) >= limit:
+                    return keys[:limit]
+        except _NOT_FOUND:
+            pass  # a local folder that was never created
+        except Exception as exc:
+            raise self._unavailable("list", exc) from None
+        return keys
+
     # -- readiness ---------------------------------------------------------------------------
     async def check(self) -> None:
         try:
