@@ -40,7 +40,7 @@ class Settings:
     # -- server ---------------------------------------------------------------------------------
     server_host: str = _opt("0.0.0.0", "OBSCURA_SERVER_HOST", "--server-host", "bind address of both listeners")
     server_port: int = _opt(3000, "OBSCURA_SERVER_PORT", "--server-port", "API and WebSocket port (0 = any free port)", min=0, max=65535)
-    server_mgmt_port: int = _opt(9090, "OBSCURA_SERVER_MGMT_PORT", "--server-mgmt-port", "/livez and /readyz port (0 = any free port)", min=0, max=65535)
+    server_mgmt_port: int = _opt(9090, "OBSCURA_SERVER_MGMT_PORT", "--server-mgmt-port", "/livez, /readyz and optional /metrics port (0 = any free port)", min=0, max=65535)
     server_shutdown_timeout_secs: int = _opt(5, "OBSCURA_SERVER_SHUTDOWN_TIMEOUT_SECS", "--server-shutdown-timeout-secs", "graceful shutdown budget", min=0)
     server_request_timeout_secs: int = _opt(30, "OBSCURA_SERVER_REQUEST_TIMEOUT_SECS", "--server-request-timeout-secs", "timeout of auth and standard routes (408)", min=1)
     server_global_timeout_secs: int = _opt(600, "OBSCURA_SERVER_GLOBAL_TIMEOUT_SECS", "--server-global-timeout-secs", "outer timeout of every request (408)", min=1)
@@ -143,6 +143,9 @@ class Settings:
     telemetry_trace_sampling_ratio: float = _opt(1.0, "OBSCURA_TELEMETRY_TRACE_SAMPLING_RATIO", "--telemetry-trace-sampling-ratio", "ParentBased(TraceIdRatio)", min=0.0, max=1.0)
     telemetry_metrics_export_interval_secs: int = _opt(60, "OBSCURA_TELEMETRY_METRICS_EXPORT_INTERVAL_SECS", "--telemetry-metrics-export-interval-secs", "OTLP metric push period", min=1)
     telemetry_export_timeout_secs: int = _opt(10, "OBSCURA_TELEMETRY_EXPORT_TIMEOUT_SECS", "--telemetry-export-timeout-secs", "OTLP export timeout", min=1)
+    telemetry_otlp_protocol: str = _opt("grpc", "OBSCURA_TELEMETRY_OTLP_PROTOCOL", "--telemetry-otlp-protocol", "OTLP transport: grpc or http/protobuf", choices=("grpc", "http/protobuf"), ours=True)
+    telemetry_prometheus_enabled: bool = _opt(False, "OBSCURA_TELEMETRY_PROMETHEUS_ENABLED", "--telemetry-prometheus-enabled", "serve Prometheus text at /metrics on the management port", ours=True)
+    telemetry_state_poll_interval_secs: int = _opt(300, "OBSCURA_TELEMETRY_STATE_POLL_INTERVAL_SECS", "--telemetry-state-poll-interval-secs", "period of the users/devices/pending-messages gauges", min=1, ours=True)
 
     # -- derived --------------------------------------------------------------------------------
     @property

@@ -25,9 +25,13 @@ __all__ = [
     "WIRETYPE_END_GROUP", "WIRETYPE_FIXED32", "MAX_FIELD_NUMBER", "MAX_GROUP_DEPTH",
     # uuid7
     "uuid7", "uuid7_bytes", "uuid7_int", "uuid7_time_ms",
+    # frames
+    "DecodeError", "KIND_ACK", "KIND_OTHER", "KIND_NONE", "encode_envelope",
+    "encode_envelope_batch_frame", "split_batches", "encode_prekey_status_frame",
+    "decode_client_frame", "decode_send_message_request", "encode_send_message_response",
 ]
 
-MODULES = ("wire", "uuid7")
+MODULES = ("wire", "uuid7", "frames")
 
 _log = logging.getLogger(__name__)
 
@@ -107,3 +111,16 @@ uuid7 = _uuid7.uuid7
 uuid7_bytes = _uuid7.uuid7_bytes
 uuid7_int = _uuid7.uuid7_int
 uuid7_time_ms = _uuid7.uuid7_time_ms
+
+_frames = _selected["frames"]
+DecodeError = _frames.DecodeError
+KIND_ACK = _frames.KIND_ACK
+KIND_OTHER = _frames.KIND_OTHER
+KIND_NONE = _frames.KIND_NONE
+encode_envelope = _frames.encode_envelope
+encode_envelope_batch_frame = _frames.encode_envelope_batch_frame
+split_batches = _frames.split_batches
+encode_prekey_status_frame = _frames.encode_prekey_status_frame
+decode_client_frame = _frames.decode_client_frame
+decode_send_message_request = _frames.decode_send_message_request
+encode_send_message_response = _frames.encode_send_message_response

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from obscura.api.common import EMPTY_OK, authenticate, json_body
+from obscura.api.common import Authenticator, EMPTY_OK, json_body
 from obscura.api.ratelimit import AUTH
 from obscura.http.request import Request
 from obscura.http.response import Response, json_response
 from obscura.http.router import Router
 from obscura.services.accounts import AccountService
-from obscura.services.tokens import TokenService
 
 __all__ = ["add_account_routes"]
 
 
-def add_account_routes(router: Router, accounts: AccountService, tokens: TokenService) -> None:
+def add_account_routes(router: Router, accounts: AccountService, auth: Authenticator) -> None:
     async def register(request: Request) -> Response:
         body = await json_body(request)
         session = await accounts.register(body.str("username"), body.str("password"))
@@ -31,7 +30,7 @@ def add_account_routes(router: Router, accounts: AccountService, tokens: TokenSe
         return json_response(session.as_json())
 
     async def logout(request: Request) -> Response:
-        claims = authenticate(request, tokens)
+        claims = await auth(request)
         body = await json_body(request)
         await accounts.logout(claims.user_id, body.str("refreshToken"))
         return EMPTY_OK

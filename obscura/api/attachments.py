@@ -2,31 +2,30 @@
 
 from __future__ import annotations
 
-from obscura.api.common import authenticate, path_uuid
+from obscura.api.common import Authenticator, path_uuid
 from obscura.http.request import Request
 from obscura.http.response import Response, StreamResponse, json_response
 from obscura.http.router import Router
 from obscura.services.attachments import AttachmentService, etag_matches
-from obscura.services.tokens import TokenService
 
 __all__ = ["add_attachment_routes"]
 
 OCTET_STREAM = "application/octet-stream"
 
 
-def add_attachment_routes(router: Router, service: AttachmentService, tokens: TokenService, *,
+def add_attachment_routes(router: Router, service: AttachmentService, auth: Authenticator, *,
                           timeout_s: float) -> None:
     """Any token scope, no rate limit, their own timeout instead of the request timeout (spec §2.1)."""
 
     async def upload(request: Request) -> Response:
-        authenticate(request, tokens)
+        await auth(request)
         # 411 before the size checks and before reading any byte (spec §6.1).
         length = request.require_content_length()
         done = await service.upload(request.stream(), length)
         return json_response({"id": str(done.attachment_id), "expiresAt": done.expires_at_unix}, 201)
 
     async def download(request: Request) -> Response | StreamResponse:
-        authenticate(request, tokens)
+        await auth(request)
         attachment_id = path_uuid(request, "id")
         etag = f'"{attachment_id}"'
         # 304 on a matching tag without checking that the attachment exists, like upstream.

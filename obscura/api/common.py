@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -14,7 +14,7 @@ from obscura.http.response import Response
 from obscura.services.tokens import Claims, TokenService
 
 __all__ = [
-    "json_body", "Body", "authenticate", "require_device", "path_uuid", "EMPTY_OK",
+    "json_body", "Body", "Authenticator", "require_device", "path_uuid", "EMPTY_OK",
     "INT32_MIN", "INT32_MAX",
 ]
 
@@ -126,17 +126,32 @@ def _kind(value: Any) -> str:
     return "map"
 
 
-def authenticate(request: Request, tokens: TokenService) -> Claims:
-    """``Authorization: Bearer <jwt>`` exactly (case-sensitive prefix, one space), else 401."""
-    cached = request.state.get("claims")
-    if cached is not None:
-        return cached
-    header = request.headers.get("authorization")
-    if header is None or not header.isascii() or not header.startswith("Bearer "):
-        raise Unauthorized()
-    claims = tokens.verify(header[7:])
-    request.state["claims"] = claims
-    return claims
+class Authenticator:
+    """Bearer authentication for every protected route (spec §2.1, decisions §4.6).
+
+    ``Authorization: Bearer <jwt>`` exactly (case-sensitive prefix, one space), else 401. A
+    device-scoped token whose device was deleted is a 401 too, never a later 500: the device is
+    looked up through ``device_exists`` (cached by its owner, so the hot path stays cheap).
+    """
+
+    def __init__(self, tokens: TokenService,
+                 device_exists: Callable[[uuid.UUID], Awaitable[bool]] | None = None) -> None:
+        self.tokens = tokens
+        self.device_exists = device_exists
+
+    async def __call__(self, request: Request) -> Claims:
+        cached = request.state.get("claims")
+        if cached is not None:
+            return cached
+        header = request.headers.get("authorization")
+        if header is None or not header.isascii() or not header.startswith("Bearer "):
+            raise Unauthorized()
+        claims = self.tokens.verify(header[7:])
+        if claims.device_id is not None and self.device_exists is not None:
+            if not await self.device_exists(claims.device_id):
+                raise Unauthorized()
+        request.state["claims"] = claims
+        return claims
 
 
 def require_device(claims: Claims) -> uuid.UUID:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import TYPE_CHECKING
 
 from obscura import errors
 from obscura.http.request import ClientDisconnected, Request, request_id_from
+from obscura.logs import request_id_var
 from obscura.http.response import Response, StreamResponse, body_allowed, encode_head, error_response
 
 if TYPE_CHECKING:
@@ -37,6 +39,26 @@ async def serve_one(conn: HttpConnection, req: Request | None, err: errors.Obscu
         status = write_response(conn, None, resp, rid, False)
         server.log_access("-", None, status, start, rid)
         return False
+    obs = server.observer
+    if obs is None:
+        # Log lines written while serving carry the request id (the observer sets it otherwise).
+        token = request_id_var.set(req.request_id)
+        try:
+            return (await _serve(conn, req, err, kind, start))[0]
+        finally:
+            request_id_var.reset(token)
+    state, status = obs.on_request_start(req), 500
+    try:
+        keep, status = await _serve(conn, req, err, kind, start)
+        return keep
+    finally:
+        obs.on_request_end(req, state, status)
+
+
+async def _serve(conn: HttpConnection, req: Request, err: errors.ObscuraError | None, kind: int,
+                 start: float) -> tuple[bool, int]:
+    """Answer one parsed request; (keep the connection, status sent)."""
+    server = conn.server
     s = server.settings
     route = req.endpoint
     timeout_s = s.server_request_timeout_secs if route is None or route.timeout_s is None else route.timeout_s
@@ -44,8 +66,7 @@ async def serve_one(conn: HttpConnection, req: Request | None, err: errors.Obscu
     global_deadline = now + s.server_global_timeout_secs
     resp = await _produce(conn, req, err, kind, min(now + timeout_s, global_deadline))
     if isinstance(resp, _Upgrade):
-        _hand_off(conn, req, resp, start)
-        return False
+        return False, _hand_off(conn, req, resp, start)
     body = req._body
     keep = (req.keep_alive and not conn.closing and not req.upgrade and not conn.lost
             and (body is None or body.complete))
@@ -56,7 +77,7 @@ async def serve_one(conn: HttpConnection, req: Request | None, err: errors.Obscu
     if body is not None:
         body.discard()
     server.log_access(req.method, req.route, status, start, req.request_id)
-    return keep
+    return keep, status
 
 
 async def _produce(conn: HttpConnection, req: Request, err: errors.ObscuraError | None, kind: int,
@@ -94,6 +115,8 @@ def _log_crash(conn: HttpConnection, req: Request) -> None:
     # Traceback for operators; the client only ever sees {"error":"Internal server error"}.
     conn.server.logger.error("unhandled exception in %s %s request_id=%s", req.method,
                              req.route or "unmatched", req.request_id, exc_info=True)
+    if conn.server.observer is not None:
+        conn.server.observer.on_exception(req, sys.exc_info()[1])  # type: ignore[arg-type]
 
 
 def write_response(conn: HttpConnection, req: Request | None, resp: Response, request_id: str,
@@ -185,7 +208,7 @@ async def _aclose(chunks: object) -> None:
             pass
 
 
-def _hand_off(conn: HttpConnection, req: Request, up: _Upgrade, start: float) -> None:
+def _hand_off(conn: HttpConnection, req: Request, up: _Upgrade, start: float) -> int:
     """Build the session listener, then give the socket (and bytes already read) to picows."""
     server = conn.server
     try:
@@ -194,10 +217,10 @@ def _hand_off(conn: HttpConnection, req: Request, up: _Upgrade, start: float) ->
         _log_crash(conn, req)
         status = write_response(conn, req, error_response(errors.InternalError()), req.request_id, False)
         server.log_access(req.method, req.route, status, start, req.request_id)
-        return
+        return status
     t = conn.transport
     if t is None or conn.lost or t.is_closing():
-        return
+        return 499  # the client left before the switch (nginx's "client closed request")
     conn.handed_off = True
     server._closed(conn)  # from now on the gateway owns this socket
     try:
@@ -205,7 +228,8 @@ def _hand_off(conn: HttpConnection, req: Request, up: _Upgrade, start: float) ->
     except Exception:
         _log_crash(conn, req)
         t.abort()
-        return
+        return 500
     finally:
         conn.tail.clear()
     server.log_access(req.method, req.route, 101, start, req.request_id)
+    return 101

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 from obscura.config import Settings
 from obscura.http.gateway import GatewayHandoff
@@ -14,10 +15,18 @@ from obscura.http.request import Request
 from obscura.http.response import Response, StreamResponse
 from obscura.http.router import Router
 
-__all__ = ["HttpServer", "Hook"]
+__all__ = ["HttpServer", "Hook", "RequestObserver"]
 
 # Runs before the handler (rate limits, auth). Returning a response short-circuits the request.
 Hook = Callable[[Request], Awaitable["Response | StreamResponse | None"]]
+
+
+class RequestObserver(Protocol):
+    """Sees every parsed request (obscura.telemetry.HttpObserver): start, unexpected failure, end."""
+
+    def on_request_start(self, req: Request) -> Any: ...
+    def on_exception(self, req: Request, exc: BaseException) -> None: ...
+    def on_request_end(self, req: Request, state: Any, status: int) -> None: ...
 
 
 class HttpServer:
@@ -28,8 +37,10 @@ class HttpServer:
 
     def __init__(self, router: Router, *, settings: Settings, gateway: GatewayHandoff | None = None,
                  access_log: bool = True, logger: logging.Logger | None = None,
-                 hooks: Iterable[Hook] = ()) -> None:
+                 hooks: Iterable[Hook] = (), observer: RequestObserver | None = None) -> None:
         self.router = router
+        # Telemetry's request hook (RED metrics, request span); None keeps the hot path free of it.
+        self.observer = observer
         self.settings = settings
         self.gateway = gateway
         self.hooks: list[Hook] = list(hooks)

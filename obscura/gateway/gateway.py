@@ -1,0 +1,115 @@
+"""The gateway: ticket checks at the upgrade, live sessions of this node, shutdown (spec §3.2-3.3)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from obscura.config import Settings
+from obscura.coord import Coordinator, CoordinationError
+from obscura.errors import BadRequest, Unauthorized
+from obscura.gateway.session import Session
+from obscura.http.request import Request
+from obscura.services.messages import MessageService
+from obscura.telemetry import Telemetry
+
+__all__ = ["Gateway", "TicketService"]
+
+log = logging.getLogger("obscura.gateway")
+
+
+class TicketService:
+    """Single-use gateway tickets (spec §2.11, §3.2; consumed atomically: decisions §4.3)."""
+
+    def __init__(self, coordinator: Coordinator, ttl_s: int) -> None:
+        self._coord = coordinator
+        self._ttl_s = ttl_s
+
+    async def issue(self, device_id: uuid.UUID) -> str:
+        ticket = str(uuid.uuid4())
+        await self._coord.put_ticket(ticket, device_id, self._ttl_s)
+        return ticket
+
+    async def redeem(self, ticket: str) -> uuid.UUID | None:
+        """The ticket's device, or None when it is unknown, used, expired or not a device id."""
+        try:
+            raw = await self._coord.take_ticket(ticket)
+        except CoordinationError:
+            log.error("ticket lookup failed")
+            return None
+        if raw is None:
+            return None
+        try:
+            return uuid.UUID(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+
+class Gateway:
+    """Owns this node's sessions. Sessions subscribe to their device's events through the
+    coordinator; after a bus reconnect every session re-drains (decisions §4.2)."""
+
+    def __init__(self, settings: Settings, coordinator: Coordinator, messages: MessageService,
+                 tickets: TicketService, prekey_count: Callable[[uuid.UUID], Awaitable[int]],
+                 telemetry: Telemetry) -> None:
+        self.settings = settings
+        self.messages = messages
+        self.tickets = tickets
+        self.prekey_count = prekey_count
+        self.telemetry = telemetry
+        self._coord = coordinator
+        # How far behind its newest message a pump re-reads (see Session._pump): longer than a
+        # send transaction can live, which the request timeout bounds.
+        self.pump_lookback = dt.timedelta(seconds=2 * settings.server_request_timeout_secs + 5)
+        self._sessions: set[Session] = set()
+        self._unsubscribe_resync = coordinator.on_resync(self._resync)
+        self.connections = telemetry.up_down_counter("obscura_websocket_connections", "active sessions")
+        self.acks_received = telemetry.counter("obscura_websocket_acks_received_total", "ACK frames with ids")
+        self.fetch_batch_size = telemetry.histogram("obscura_message_fetch_batch_size", "rows per pump query")
+        self.prekey_threshold_reached = telemetry.counter("obscura_prekey_threshold_reached_total",
+                                                          "below-threshold prekey checks")
+        self.session_duration = telemetry.histogram("obscura_websocket_session_duration_seconds",
+                                                    "WebSocket session lifetimes", unit="s")
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def authorize(self, request: Request) -> Callable[[], Session]:
+        """GET /v1/gateway?ticket=...: a missing ticket is 400, a bad one 401, no upgrade (§3.2)."""
+        values = request.query.get("ticket")
+        if not values:
+            raise BadRequest("Failed to deserialize query string: missing field `ticket`")
+        device_id = await self.tickets.redeem(values[0])
+        if device_id is None:
+            raise Unauthorized()
+        request_id = request.request_id
+        return lambda: Session(self, device_id, request_id)
+
+    def attach(self, session: Session) -> None:
+        self._sessions.add(session)
+
+    def subscribe(self, session: Session):
+        return self._coord.subscribe(session.device_id, session.on_event)
+
+    def detach(self, session: Session, subscription) -> None:
+        self._sessions.discard(session)
+        if subscription is not None:
+            subscription.close()
+
+    def _resync(self) -> None:
+        for session in list(self._sessions):
+            session.resync()
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Close 1001 "Server shutting down" on every session and wait for their ACK flushes."""
+        self._unsubscribe_resync()
+        sessions = list(self._sessions)
+        for session in sessions:
+            session.close_for_shutdown()
+        pending = [s.ended for s in sessions if not s.ended.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)

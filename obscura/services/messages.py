@@ -1,0 +1,155 @@
+"""Sending messages (spec §2.10, §5.1-5.3) and the inbox operations the gateway needs (§3.4-3.5)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from obscura import _speedups
+from obscura._speedups import uuid7
+from obscura.coord import Coordinator, CoordinationError, Event, idempotency_key
+from obscura.errors import BadRequest, PayloadTooLarge, Unauthorized
+from obscura.telemetry import Telemetry
+
+__all__ = ["MessageService", "PendingMessage", "SenderGone", "MessageStore", "parse_idempotency_key"]
+
+log = logging.getLogger("obscura.messages")
+
+# SendMessageResponse.ErrorCode (spec §3.1) and the exact messages of §5.1.
+INVALID_DEVICE, MALFORMED_DEVICE_ID, MALFORMED_SUBMISSION_ID, MESSAGE_MISSING = 1, 2, 3, 4
+_MALFORMED_SUBMISSION = (MALFORMED_SUBMISSION_ID, "Invalid submission_id UUID bytes (expected 16)")
+_MALFORMED_DEVICE = (MALFORMED_DEVICE_ID, "Invalid device_id UUID bytes (expected 16)")
+_MISSING = (MESSAGE_MISSING, "Missing message payload")
+_NOT_FOUND = (INVALID_DEVICE, "Device not found")
+
+
+class SenderGone(Exception):
+    """The sending device was deleted while its token is still valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingMessage:
+    id: uuid.UUID
+    sender_id: uuid.UUID
+    sender_device_id: uuid.UUID
+    content: bytes
+    created_at: dt.datetime
+
+    @property
+    def timestamp_ms(self) -> int:
+        return int(self.created_at.timestamp() * 1000)
+
+
+class MessageStore(Protocol):
+    async def enqueue(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, ttl_days: int,
+                      rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]]) -> tuple[set[uuid.UUID], list[uuid.UUID]]: ...
+    async def fetch_pending(self, device_id: uuid.UUID, after: tuple[dt.datetime, uuid.UUID] | None,
+                            limit: int) -> list[PendingMessage]: ...
+    async def delete_acked(self, device_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> int: ...
+
+
+def parse_idempotency_key(raw: str | None) -> uuid.UUID:
+    """Any UUID spelling (hyphenated, 32 hex, braced, ``urn:uuid:``), else 400 (spec §2.10)."""
+    if raw is None or not raw.isascii():
+        raise BadRequest("Missing idempotency-key header")
+    try:
+        return uuid.UUID(raw.strip())
+    except ValueError as exc:
+        raise BadRequest(f"Invalid idempotency-key: {exc}") from None
+
+
+class MessageService:
+    def __init__(self, store: MessageStore, coordinator: Coordinator, telemetry: Telemetry, *,
+                 ttl_days: int, batch_limit: int, idempotency_ttl_s: int, push_delay_s: float) -> None:
+        self._store = store
+        self._coord = coordinator
+        self._ttl_days = ttl_days
+        self._batch_limit = batch_limit
+        self._idempotency_ttl_s = idempotency_ttl_s
+        self._push_delay_s = push_delay_s
+        self._sent = telemetry.counter("obscura_messages_sent_total", "inserted message rows")
+        self._notified = telemetry.counter("obscura_notifications_sent_total", "recipients per publish attempt")
+
+    async def send(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, key: uuid.UUID, body: bytes) -> bytes:
+        """Process a SendMessageRequest; returns the encoded SendMessageResponse (b"" = all fine)."""
+        cache_key = idempotency_key(sender_device_id, key)
+        try:
+            cached = await self._coord.get_idempotent(cache_key)
+        except CoordinationError:
+            cached = None  # a cache failure is a miss (spec §2.10)
+        if cached is not None:
+            return cached
+        try:
+            submissions = _speedups.decode_send_message_request(body)
+        except _speedups.DecodeError as exc:
+            raise BadRequest(f"Invalid SendMessageRequest protobuf: {exc}") from None
+        if len(submissions) > self._batch_limit:
+            raise PayloadTooLarge()
+        failures, rows, raw_ids = self._validate(submissions)
+        if rows:
+            try:
+                existing, inserted = await self._store.enqueue(sender_id, sender_device_id, self._ttl_days, rows)
+            except SenderGone:
+                raise Unauthorized() from None
+            # Existence failures come after all structural ones, in request order (§5.1).
+            failures.extend((raw, *_NOT_FOUND) for raw, row in zip(raw_ids, rows) if row[1] not in existing)
+            if inserted:
+                self._sent.add(len(inserted), {"status": "success"})
+                await self._notify(set(inserted))
+        response = _speedups.encode_send_message_response(failures)
+        try:
+            await self._coord.put_idempotent(cache_key, response, self._idempotency_ttl_s)
+        except CoordinationError:
+            log.warning("could not cache the send response under its idempotency key")
+        return response
+
+    @staticmethod
+    def _validate(submissions: Sequence[tuple[bytes, bytes, bytes]]):
+        """Structural checks in request order (§5.1): (failures, rows to insert, their raw ids)."""
+        failures: list[tuple[bytes, int, str]] = []
+        rows: list[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]] = []
+        raw_ids: list[bytes] = []
+        for submission_id, device_id, message in submissions:
+            if len(submission_id) != 16:
+                failures.append((submission_id, *_MALFORMED_SUBMISSION))
+            elif len(device_id) != 16:
+                failures.append((submission_id, *_MALFORMED_DEVICE))
+            elif not message:
+                failures.append((submission_id, *_MISSING))
+            else:
+                rows.append((uuid7(), uuid.UUID(bytes=bytes(device_id)), uuid.UUID(bytes=bytes(submission_id)),
+                             bytes(message)))
+                raw_ids.append(bytes(submission_id))
+        return failures, rows, raw_ids
+
+    async def _notify(self, devices: set[uuid.UUID]) -> None:
+        """One wake-up (0x01) and one delayed push job per target device, after commit."""
+        try:
+            await self._coord.publish_many([(d, Event.MESSAGE_RECEIVED) for d in devices])
+            self._notified.add(len(devices), {"status": "sent"})
+        except CoordinationError:
+            # The rows are committed: the devices get them on their next drain (decisions §4.11).
+            self._notified.add(len(devices), {"status": "error"})
+            log.warning("publishing %d wake-ups failed", len(devices))
+        try:
+            await self._coord.schedule_push(devices, self._push_delay_s)
+        except CoordinationError:
+            log.warning("scheduling %d push jobs failed", len(devices))
+
+    # -- the gateway's side ------------------------------------------------------------------
+    async def fetch_pending(self, device_id: uuid.UUID, after: tuple[dt.datetime, uuid.UUID] | None,
+                            limit: int) -> list[PendingMessage]:
+        return await self._store.fetch_pending(device_id, after, limit)
+
+    async def delete_acked(self, device_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> int:
+        return await self._store.delete_acked(device_id, message_ids)
+
+    async def cancel_push(self, device_id: uuid.UUID) -> None:
+        try:
+            await self._coord.cancel_push([device_id])
+        except CoordinationError:
+            log.warning("cancelling a push job failed")
