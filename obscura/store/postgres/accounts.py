@@ -35,7 +35,7 @@ class AccountRepo:
     async def create_user_with_session(self, user_id: uuid.UUID, username: str, password_hash: str,
                                        refresh_hash: str, refresh_ttl_days: int) -> None:
         """Insert the user and its first (user-scoped) refresh token in one transaction."""
-        async with self._db.acquire() as conn, conn.transaction():
+        async with self._db.transaction() as conn:
             try:
                 await conn.execute("INSERT INTO users (id, username, password_hash) VALUES ($1, $2, $3)",
                                    user_id, username, password_hash)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -26,10 +25,8 @@ class PgDeviceRepo:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._db.acquire() as conn, conn.transaction():
-            yield conn
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        return self._db.transaction()
 
     # -- creation (one transaction with the keys and the session, spec §2.6) --------------------
     async def lock_user_txn(self, conn: asyncpg.Connection, user_id: uuid.UUID) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -50,10 +50,8 @@ class PgKeyRepo:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._db.acquire() as conn, conn.transaction():
-            yield conn
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]:
+        return self._db.transaction()
 
     # -- upload (spec §4.4), in the caller's transaction ----------------------------------------
     async def lock_identity_txn(self, conn: asyncpg.Connection,

@@ -68,7 +68,7 @@ class MessageRepo:
         targets = [r[1] for r in rows]
         submissions = [r[2] for r in rows]
         contents = [r[3] for r in rows]
-        async with self._db.acquire() as conn, conn.transaction():
+        async with self._db.transaction() as conn:
             found = await conn.fetch("SELECT id FROM devices WHERE id = ANY($1::uuid[]) FOR KEY SHARE",
                                      list(set(targets)))
             existing = {r["id"] for r in found}

@@ -93,6 +93,12 @@ class Database:
         return self._pool
 
     @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection inside one transaction (committed on success, rolled back on error)."""
+        async with self.acquire() as conn, conn.transaction():
+            yield conn
+
+    @contextlib.asynccontextmanager
     async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
         """A pooled connection; DatabaseUnavailable("Database connection timed out") when none frees
         up within db_acquire_timeout_secs."""
