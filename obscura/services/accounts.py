@@ -105,7 +105,10 @@ class AccountService:
                 device_id = uuid.UUID(device_id_text)
             except ValueError:
                 raise BadRequest("Invalid device_id") from None
-        found = await self._store.find_login(username.lower(), device_id)
+        # Only names register() accepts can exist; anything else (a NUL, which PostgreSQL text
+        # cannot hold, would be a 500) is an unknown user without a query.
+        known = _USERNAME.fullmatch(username) is not None
+        found = await self._store.find_login(username.lower(), device_id) if known else None
         # Verify against a dummy hash when the user is unknown: same cost, no username oracle.
         if not await self._passwords.verify(found[1] if found else None, password) or found is None:
             raise Unauthorized()
