@@ -20,7 +20,8 @@ request_id_var: ContextVar[str | None] = ContextVar("obscura_request_id", defaul
 
 # Libraries that are chatty at INFO; an operator who wants them sets the level explicitly.
 # opentelemetry is kept at warning as upstream does (spec §7, RUST_LOG defaults).
-_QUIET = ("asyncio", "asyncpg", "redis", "picows", "botocore", "urllib3", "httpx", "httpcore", "opentelemetry", "grpc")
+_QUIET = ("asyncio", "asyncpg", "redis", "picows", "botocore", "urllib3", "httpx", "httpcore", "opentelemetry", "grpc",
+          "hpack", "h2")  # h2/hpack log decoded headers (bearer JWTs) at DEBUG
 
 #: LogRecord attributes that are not "extras" (everything else on a record is a structured field).
 STANDARD_RECORD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

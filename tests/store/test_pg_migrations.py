@@ -19,7 +19,9 @@ from obscura.store.migrate import (
 from obscura.store.postgres.pool import with_database
 from tests.fixtures.postgres import create_database, drop_database
 
-NAMES = ["0001_core_and_auth.sql", "0002_signal_protocol.sql", "0003_messaging_and_delivery.sql"]
+NAMES = ["0001_core_and_auth.sql", "0002_signal_protocol.sql", "0003_messaging_and_delivery.sql",
+         "0004_push_token_type.sql"]
+NEXT = len(NAMES) + 1  # version of the synthetic migrations below
 
 
 @pytest_asyncio.fixture
@@ -47,7 +49,7 @@ def _migration(version: int, slug: str, sql: str) -> Migration:
 def test_files_are_numbered_in_order_with_checksums():
     migrations = load_migrations()
     assert [m.name for m in migrations] == NAMES
-    assert [m.version for m in migrations] == [1, 2, 3]
+    assert [m.version for m in migrations] == list(range(1, NEXT))
     folder = resources.files("obscura.store.migrations")
     for m in migrations:
         assert m.checksum == hashlib.sha256(folder.joinpath(m.name).read_bytes()).hexdigest()
@@ -59,13 +61,12 @@ async def test_applies_on_an_empty_database(conn, caplog):
     caplog.set_level(logging.INFO, logger="test.migrate")
     assert await run_migrations(conn, logger=logging.getLogger("test.migrate")) == NAMES
     rows = await conn.fetch(f"SELECT version, name, checksum, applied_at FROM {MIGRATIONS_TABLE} ORDER BY version")
-    assert [(r["version"], r["name"]) for r in rows] == [(1, NAMES[0]), (2, NAMES[1]), (3, NAMES[2])]
+    assert [(r["version"], r["name"]) for r in rows] == [(i + 1, n) for i, n in enumerate(NAMES)]
     assert [r["checksum"] for r in rows] == [m.checksum for m in load_migrations()]
     assert all(r["applied_at"] is not None for r in rows)
     assert [r.getMessage() for r in caplog.records] == [f"applied migration {n}" for n in NAMES]
     status = await migration_status(conn)
-    assert [(s.version, s.name, s.state) for s in status] == [(1, NAMES[0], "applied"), (2, NAMES[1], "applied"),
-                                                             (3, NAMES[2], "applied")]
+    assert [(s.version, s.name, s.state) for s in status] == [(i + 1, n, "applied") for i, n in enumerate(NAMES)]
 
 
 async def test_status_before_anything_is_applied(conn):
@@ -85,7 +86,7 @@ async def test_accepts_a_pool(empty_dsn):
     pool = await asyncpg.create_pool(empty_dsn, min_size=1, max_size=2)
     try:
         assert await run_migrations(pool) == NAMES
-        assert [s.state for s in await migration_status(pool)] == ["applied"] * 3
+        assert [s.state for s in await migration_status(pool)] == ["applied"] * len(NAMES)
     finally:
         await pool.close()
 
@@ -93,8 +94,8 @@ async def test_accepts_a_pool(empty_dsn):
 async def test_only_new_files_are_applied(conn):
     base = load_migrations()
     assert await run_migrations(conn, migrations=base[:2]) == NAMES[:2]
-    extra = _migration(4, "extra", "CREATE TABLE extra_t (id INT PRIMARY KEY);")
-    assert await run_migrations(conn, migrations=[*base, extra]) == [NAMES[2], "0004_extra.sql"]
+    extra = _migration(NEXT, "extra", "CREATE TABLE extra_t (id INT PRIMARY KEY);")
+    assert await run_migrations(conn, migrations=[*base, extra]) == [*NAMES[2:], extra.name]
     assert await conn.fetchval("SELECT to_regclass('extra_t') IS NOT NULL")
 
 
@@ -103,13 +104,13 @@ async def test_refuses_a_changed_file(conn):
     await run_migrations(conn)
     edited = dataclasses.replace(base[2], sql=base[2].sql + "\n-- edited\n",
                                  checksum=hashlib.sha256((base[2].sql + "\n-- edited\n").encode()).hexdigest())
-    extra = _migration(4, "extra", "CREATE TABLE extra_t (id INT);")
+    extra = _migration(NEXT, "extra", "CREATE TABLE extra_t (id INT);")
     with pytest.raises(MigrationError, match=r"0003_messaging_and_delivery\.sql was changed.*immutable"):
-        await run_migrations(conn, migrations=[base[0], base[1], edited, extra])
+        await run_migrations(conn, migrations=[base[0], base[1], edited, *base[3:], extra])
     # Nothing was applied, and the lock was released: a correct run still works.
     assert await conn.fetchval("SELECT to_regclass('extra_t')") is None
-    status = await migration_status(conn, migrations=[base[0], base[1], edited])
-    assert [s.state for s in status] == ["applied", "applied", "changed"]
+    status = await migration_status(conn, migrations=[base[0], base[1], edited, *base[3:]])
+    assert [s.state for s in status] == ["applied", "applied", "changed"] + ["applied"] * len(base[3:])
     assert await run_migrations(conn) == []
 
 
@@ -124,11 +125,11 @@ async def test_refuses_a_database_from_a_newer_build(conn):
 
 async def test_a_failing_migration_rolls_back_alone(conn):
     base = load_migrations()
-    bad = _migration(4, "bad", "CREATE TABLE half_done (id INT); SELECT no_such_function();")
+    bad = _migration(NEXT, "bad", "CREATE TABLE half_done (id INT); SELECT no_such_function();")
     with pytest.raises(asyncpg.UndefinedFunctionError):
         await run_migrations(conn, migrations=[*base, bad])
     # Earlier files stay applied; the failing one left nothing behind and is not recorded.
-    assert [s.state for s in await migration_status(conn, migrations=[*base, bad])] == ["applied"] * 3 + ["pending"]
+    assert [s.state for s in await migration_status(conn, migrations=[*base, bad])] == ["applied"] * len(NAMES) + ["pending"]
     assert await conn.fetchval("SELECT to_regclass('half_done')") is None
     assert await conn.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()") == 0
     assert await run_migrations(conn) == []
@@ -136,14 +137,14 @@ async def test_a_failing_migration_rolls_back_alone(conn):
 
 async def test_concurrent_runners_apply_each_file_once(empty_dsn):
     # The slow file keeps the first runner inside the lock while the others queue on it.
-    migrations = [*load_migrations(), _migration(4, "slow", "CREATE TABLE slow_t (id INT); SELECT pg_sleep(0.5);")]
+    migrations = [*load_migrations(), _migration(NEXT, "slow", "CREATE TABLE slow_t (id INT); SELECT pg_sleep(0.5);")]
     conns = [await asyncpg.connect(empty_dsn, timeout=30) for _ in range(4)]
     try:
         results = await asyncio.gather(*(run_migrations(c, migrations=migrations) for c in conns))
         applied = [name for r in results for name in r]
         assert sorted(applied) == sorted(m.name for m in migrations)  # each exactly once, no errors
         assert sum(1 for r in results if r) == 1
-        assert await conns[0].fetchval(f"SELECT count(*) FROM {MIGRATIONS_TABLE}") == 4
+        assert await conns[0].fetchval(f"SELECT count(*) FROM {MIGRATIONS_TABLE}") == NEXT
     finally:
         for c in conns:
             await c.close(timeout=10)

@@ -67,6 +67,7 @@ COLUMNS = {
         ("device_id", "uuid", None, False, None),
         ("token", "text", None, False, None),
         ("updated_at", "timestamp with time zone", None, False, NOW),
+        ("token_type", "text", None, False, "'fcm'::text"),  # ours: 0004 (issue 6)
     ],
     "backups": [
         ("device_id", "uuid", None, False, None),
@@ -173,7 +174,10 @@ async def test_primary_keys_foreign_keys_uniques_and_check(conn):
     uniques = {r["conname"]: (r["table"], list(r["cols"])) for r in rows if r["contype"] == "u"}
     assert uniques == UNIQUES
     checks = [(r["conname"], r["table"], r["def"]) for r in rows if r["contype"] == "c"]
-    assert checks == [("users_username_check", "users", "CHECK (((username)::text ~ '^[a-z0-9_]{3,50}$'::text))")]
+    assert sorted(checks) == [
+        ("push_tokens_token_type_check", "push_tokens",  # ours: 0004 (issue 6)
+         "CHECK ((token_type = ANY (ARRAY['fcm'::text, 'apns'::text])))"),
+        ("users_username_check", "users", "CHECK (((username)::text ~ '^[a-z0-9_]{3,50}$'::text))")]
 
 
 async def test_indexes(conn):
