@@ -69,8 +69,9 @@ class _Resources:
 class App:
     """One Obscura node. ``await start()``, then ``await stop()`` (or ``serve_forever()``)."""
 
-    def __init__(self, settings: Settings, *, telemetry: Telemetry | None = None) -> None:
+    def __init__(self, settings: Settings, *, telemetry: Telemetry | None = None, reuse_port: bool = False) -> None:
         self.settings = settings
+        self.reuse_port = reuse_port  # SO_REUSEPORT: one of `serve --workers N` processes (obscura/supervisor.py)
         self.port: int | None = None
         self.mgmt_port: int | None = None
         self._r = _Resources()
@@ -190,6 +191,17 @@ class App:
                                                   interval_s=s.backup_cleanup_interval_secs)
         self._r.workers += [self.attachment_cleanup.start(), self.backup_cleanup.start()]
         # -- push tokens (issue 6) ----------------------------------------------------------------
+        from obscura.api.push_tokens import add_push_token_routes
+        from obscura.push.factory import make_push_provider
+        from obscura.services.push_tokens import PushTokenService
+        from obscura.store.postgres.push_tokens import PgPushTokenRepo
+        from obscura.workers.push import PushWorker
+
+        self.push_tokens = PushTokenService(PgPushTokenRepo(self.database))
+        add_push_token_routes(router, self.push_tokens, self.auth)
+        self.push_worker = PushWorker.from_settings(s, self.coordinator, self.push_tokens,
+                                                    make_push_provider(s), self.telemetry)
+        self._r.workers.append(self.push_worker.start())  # owns (and closes) the provider
 
     async def _start_servers(self) -> None:
         s = self.settings
@@ -199,7 +211,7 @@ class App:
         self._r.main_server = HttpServer(main, settings=s, access_log=s.server_access_log,
                                          hooks=[self.rate_limits], observer=self.telemetry.http_observer(),
                                          gateway=GatewayHandoff(self.gateway.authorize, settings=s))
-        self.port = await self._r.main_server.start(s.server_host, s.server_port)
+        self.port = await self._r.main_server.start(s.server_host, s.server_port, reuse_port=self.reuse_port)
 
         health = HealthService(
             database=lambda: self.database.check(s.health_db_timeout_ms / 1000),
@@ -214,7 +226,7 @@ class App:
         add_management_routes(mgmt, health)
         self._start_telemetry(mgmt)
         self._r.mgmt_server = HttpServer(mgmt, settings=s, access_log=False)
-        self.mgmt_port = await self._r.mgmt_server.start(s.server_host, s.server_mgmt_port)
+        self.mgmt_port = await self._r.mgmt_server.start(s.server_host, s.server_mgmt_port, reuse_port=self.reuse_port)
 
     # -- telemetry (issue 7) ----------------------------------------------------------------------
     def _health_gauge(self):
@@ -282,8 +294,8 @@ class App:
         await self._stopping.wait()
 
 
-async def _main(settings: Settings) -> int:
-    app = App(settings)
+async def _main(settings: Settings, reuse_port: bool = False) -> int:
+    app = App(settings, reuse_port=reuse_port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
@@ -296,8 +308,8 @@ async def _main(settings: Settings) -> int:
     return 0
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, *, reuse_port: bool = False) -> int:
     """Run a node until SIGTERM or SIGINT; the exit status is 0 after a clean shutdown."""
     import uvloop
 
-    return uvloop.run(_main(settings))
+    return uvloop.run(_main(settings, reuse_port))

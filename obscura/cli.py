@@ -55,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.telemetry_log_format, settings.telemetry_log_level)
     if args.command == "migrate":
         return asyncio.run(_migrate(settings))
+    if settings.server_workers > 1:
+        from obscura.supervisor import run_workers
+
+        try:
+            return run_workers(settings)
+        except ConfigError as exc:
+            print(f"obscura: configuration error: {exc}", file=sys.stderr)
+            return 2
     from obscura.app import run
 
     return run(settings)

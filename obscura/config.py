@@ -50,6 +50,7 @@ class Settings:
     server_max_body_bytes: int = _opt(2 * 1024 * 1024, "OBSCURA_SERVER_MAX_BODY_BYTES", "--server-max-body-bytes", "buffered (JSON, protobuf) body limit (413 above)", min=1, ours=True)
     server_header_timeout_secs: int = _opt(10, "OBSCURA_SERVER_HEADER_TIMEOUT_SECS", "--server-header-timeout-secs", "time to receive a request's headers (slow clients get 408)", min=1, ours=True)
     server_keepalive_timeout_secs: int = _opt(75, "OBSCURA_SERVER_KEEPALIVE_TIMEOUT_SECS", "--server-keepalive-timeout-secs", "idle keep-alive connection lifetime", min=1, ours=True)
+    server_workers: int = _opt(1, "OBSCURA_WORKERS", "--workers", "event-loop processes sharing the port (SO_REUSEPORT); more than 1 needs OBSCURA_PUBSUB_URL and a fixed port", min=1, max=256, ours=True)
     server_access_log: bool = _opt(True, "OBSCURA_SERVER_ACCESS_LOG", "--server-access-log", "one log line per request (no IPs)", ours=True)
     # -- database -------------------------------------------------------------------------------
     db_url: str | None = _opt(None, "OBSCURA_DATABASE_URL", "--db-url", "PostgreSQL DSN; unset = embedded PostgreSQL in the data dir", secret=True)
@@ -136,6 +137,15 @@ class Settings:
     fcm_project_id: str | None = _opt(None, "OBSCURA_FCM_PROJECT_ID", "--fcm-project-id", "FCM project (FCM is on when this and the credentials file are set)")
     fcm_credentials_file: str | None = _opt(None, "OBSCURA_FCM_CREDENTIALS_FILE", "--fcm-credentials-file", "service-account JSON path")
     fcm_ttl_secs: int = _opt(604800, "OBSCURA_FCM_TTL_SECS", "--fcm-ttl-secs", "Android message TTL", min=0)
+    fcm_endpoint: str = _opt("https://fcm.googleapis.com", "OBSCURA_FCM_ENDPOINT", "--fcm-endpoint", "FCM base URL; sends go to {this}/v1/projects/{project}/messages:send", ours=True)
+    fcm_token_uri: str = _opt("https://oauth2.googleapis.com/token", "OBSCURA_FCM_TOKEN_URI", "--fcm-token-uri", "OAuth2 token endpoint of the service account (also the JWT audience)", ours=True)
+    apns_key_file: str | None = _opt(None, "OBSCURA_APNS_KEY_FILE", "--apns-key-file", "APNs .p8 signing key; APNs is on when this, key id, team id and topic are all set", ours=True)
+    apns_key_id: str | None = _opt(None, "OBSCURA_APNS_KEY_ID", "--apns-key-id", "APNs signing key id (JWT kid)", ours=True)
+    apns_team_id: str | None = _opt(None, "OBSCURA_APNS_TEAM_ID", "--apns-team-id", "Apple developer team id (JWT iss)", ours=True)
+    apns_topic: str | None = _opt(None, "OBSCURA_APNS_TOPIC", "--apns-topic", "iOS app bundle id (apns-topic)", ours=True)
+    apns_environment: str = _opt("production", "OBSCURA_APNS_ENVIRONMENT", "--apns-environment", "production or sandbox: which Apple host to use", choices=("production", "sandbox"), ours=True)
+    apns_endpoint: str | None = _opt(None, "OBSCURA_APNS_ENDPOINT", "--apns-endpoint", "APNs base URL; unset = Apple's host for the environment", ours=True)
+    push_request_timeout_secs: int = _opt(10, "OBSCURA_PUSH_REQUEST_TIMEOUT_SECS", "--push-request-timeout-secs", "timeout of each push provider HTTP call", min=1, ours=True)
     # -- telemetry ------------------------------------------------------------------------------
     telemetry_otlp_endpoint: str | None = _opt(None, "OBSCURA_TELEMETRY_OTLP_ENDPOINT", "--telemetry-otlp-endpoint", "OTLP endpoint; unset = logs only")
     telemetry_log_format: str = _opt("text", "OBSCURA_TELEMETRY_LOG_FORMAT", "--telemetry-log-format", "text or json", choices=("text", "json"))
@@ -258,6 +268,20 @@ def _validate(s: Settings) -> None:
         raise ConfigError("OBSCURA_PUBSUB_URL (--pubsub-url) must be a redis://, rediss:// or unix:// URL")
     if s.storage_kind == "s3" and not s.storage_bucket:
         raise ConfigError("OBSCURA_STORAGE_BUCKET (--storage-bucket) must be set for the s3 backend")
+    _validate_push(s)
+
+
+def _validate_push(s: Settings) -> None:
+    for name in ("fcm_endpoint", "fcm_token_uri", "apns_endpoint"):
+        value = getattr(s, name)
+        if value is not None and not value.startswith(("https://", "http://")):
+            f = _field(name)
+            raise ConfigError(f"{f.metadata['env']} ({f.metadata['flag']}) must be an http:// or https:// URL")
+    apns = ("apns_key_file", "apns_key_id", "apns_team_id", "apns_topic")
+    given = [n for n in apns if getattr(s, n)]
+    if given and len(given) != len(apns):
+        missing = ", ".join(_field(n).metadata["env"] for n in apns if n not in given)
+        raise ConfigError(f"APNs is half configured: also set {missing}")
 
 
 def load_settings(cli: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
