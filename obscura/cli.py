@@ -70,7 +70,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _migrate(settings: Settings) -> int:
     import logging
-    import os
 
     from obscura.store.postgres.pool import Database
     from obscura.store.embedded import EmbeddedPostgres

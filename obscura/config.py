@@ -296,7 +296,7 @@ def load_settings(cli: Mapping[str, Any] | None = None, environ: Mapping[str, st
     for f in OPTIONS:
         env = f.metadata["env"]
         if env in environ:
-            values[f.name] = _convert(f, environ[env], f"the environment")
+            values[f.name] = _convert(f, environ[env], "the environment")
     for name, raw in (cli or {}).items():
         if raw is None:
             continue

@@ -65,6 +65,7 @@ class Gateway:
         # send transaction can live, which the request timeout bounds.
         self.pump_lookback = dt.timedelta(seconds=2 * settings.server_request_timeout_secs + 5)
         self._sessions: set[Session] = set()
+        self._heartbeat_task: asyncio.Task | None = None
         self._unsubscribe_resync = coordinator.on_resync(self._resync)
         self.connections = telemetry.up_down_counter("obscura_websocket_connections", "active sessions")
         self.acks_received = telemetry.counter("obscura_websocket_acks_received_total", "ACK frames with ids")
@@ -91,6 +92,18 @@ class Gateway:
 
     def attach(self, session: Session) -> None:
         self._sessions.add(session)
+        if self._heartbeat_task is None:
+            self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat(), name="gateway-heartbeat")
+
+    async def _heartbeat(self) -> None:
+        """One task pings every session each interval (a task per session costs idle memory)."""
+        loop = asyncio.get_running_loop()
+        interval = max(self.settings.ws_ping_interval_secs, 1)
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for session in list(self._sessions):
+                session.heartbeat(now)
 
     def subscribe(self, session: Session):
         return self._coord.subscribe(session.device_id, session.on_event)
@@ -107,6 +120,8 @@ class Gateway:
     async def shutdown(self, timeout_s: float) -> None:
         """Close 1001 "Server shutting down" on every session and wait for their ACK flushes."""
         self._unsubscribe_resync()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
         sessions = list(self._sessions)
         for session in sessions:
             session.close_for_shutdown()

@@ -50,7 +50,11 @@ class Session(WSListener):
         self._subscription = None
         self._closing = False
         self._cancel_push_running = False
-        self._sent: dict[uuid.UUID, dt.datetime] = {}  # delivered in this session, not yet ACKed
+        self._acks_task: asyncio.Task | None = None
+        self._prekey_task: asyncio.Task | None = None
+        self._sent: dict[uuid.UUID, dt.datetime] = {}  # delivered in this session, rows not yet gone
+        self._fetches_started = 0
+        self._deleted: list[tuple[int, list[uuid.UUID]]] = []  # (fetches started by then, ids)
         self.ended = self._loop.create_future()
 
     # -- picows callbacks (synchronous) --------------------------------------------------------
@@ -100,9 +104,12 @@ class Session(WSListener):
         if not ids:
             return
         self.gateway.acks_received.add(1)
+        # The ids stay in _sent until their rows are deleted (see _delete_acked): until then the
+        # pump's lookback re-reads them and must not deliver them a second time.
         self.acks.add(ids)
-        for message_id in ids:
-            self._sent.pop(message_id, None)
+        if self._acks_task is None and not self._closing:  # started on the first ACK: idle sessions stay small
+            self._acks_task = self._loop.create_task(self.acks.run())
+            self._tasks.append(self._acks_task)
         if not self._cancel_push_running:  # coalesce: one ZREM in flight per session
             self._cancel_push_running = True
             self._spawn(self._cancel_push())
@@ -119,6 +126,9 @@ class Session(WSListener):
             self._wake_pump.set()
         elif event == Event.PREKEY_LOW:
             self._wake_prekeys.set()
+            if self._prekey_task is None and not self._closing:  # started on the first event
+                self._prekey_task = self._loop.create_task(self._prekey_pump())
+                self._tasks.append(self._prekey_task)
         elif event == Event.DISCONNECT:
             self.close()
 
@@ -141,8 +151,9 @@ class Session(WSListener):
             counted = True
             self._spawn(g.messages.cancel_push(self.device_id))
             self._subscription = g.subscribe(self)
-            self._tasks += [self._loop.create_task(self.acks.run()), self._loop.create_task(self._pump()),
-                            self._loop.create_task(self._prekey_pump()), self._loop.create_task(self._heartbeat())]
+            # ACK and prekey loops start on first use and the heartbeat is node-wide
+            # (Gateway.heartbeat): an idle session owns one task besides this one.
+            self._tasks.append(self._loop.create_task(self._pump()))
             self._wake_pump.set()  # the initial drain
             await self._wait_ended()
         except asyncio.CancelledError:
@@ -219,6 +230,8 @@ class Session(WSListener):
             self._wake_pump.clear()
             after = None if newest is None else (newest - lookback, _NIL_UUID)
             while not self._closing:
+                self._fetches_started += 1
+                started = self._fetches_started
                 rows = await g.messages.fetch_pending(self.device_id, after, limit)
                 g.fetch_batch_size.record(len(rows))
                 if not rows:
@@ -229,6 +242,7 @@ class Session(WSListener):
                 fresh = [r for r in rows if r.id not in self._sent]
                 for r in fresh:
                     self._sent[r.id] = r.created_at
+                self._forget_deleted(started)
                 envelopes = [_speedups.encode_envelope(r.id.bytes, r.sender_id.bytes, r.timestamp_ms,
                                                        r.content, r.sender_device_id.bytes) for r in fresh]
                 for batch in _speedups.split_batches(envelopes, max_bytes):
@@ -260,17 +274,32 @@ class Session(WSListener):
             self._wake_prekeys.clear()  # wake-ups during the debounce are folded into this one
             await self._send_prekey_status_if_low()
 
-    async def _heartbeat(self) -> None:
-        """Ping every interval; a client silent for interval + timeout is dropped (§3.3)."""
+    def heartbeat(self, now: float) -> None:
+        """Called by the gateway every ping interval: ping, or drop a client silent for interval +
+        timeout (§3.3)."""
+        if self._closing or self.transport is None:
+            return
         s = self.gateway.settings
-        interval = max(s.ws_ping_interval_secs, 1)
-        while True:
-            await asyncio.sleep(interval)
-            if self._loop.time() - self._last_seen > s.ws_ping_interval_secs + s.ws_ping_timeout_secs:
-                log.info("heartbeat timeout")
-                self.close()
-                return
-            self.transport.send_ping(b"")
+        if now - self._last_seen > s.ws_ping_interval_secs + s.ws_ping_timeout_secs:
+            log.info("heartbeat timeout")
+            self.close()
+            return
+        self.transport.send_ping(b"")
 
     async def _delete_acked(self, ids) -> int:
-        return await self.gateway.messages.delete_acked(self.device_id, ids)
+        try:
+            return await self.gateway.messages.delete_acked(self.device_id, ids)
+        finally:
+            self._deleted.append((self._fetches_started, ids))
+
+    def _forget_deleted(self, fetch_number: int) -> None:
+        """Drop deleted ids from _sent once a fetch that started after their delete has returned:
+        an earlier fetch may still have read those rows and must not deliver them again."""
+        keep = []
+        for seen_by, ids in self._deleted:
+            if seen_by < fetch_number:
+                for message_id in ids:
+                    self._sent.pop(message_id, None)
+            else:
+                keep.append((seen_by, ids))
+        self._deleted = keep

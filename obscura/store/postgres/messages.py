@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -13,13 +14,23 @@ from obscura.store.postgres.pool import Database
 
 __all__ = ["MessageRepo"]
 
-# One statement: keep the rows whose target exists, skip duplicates per sending device (§5.1).
+# One statement, one implicit transaction (spec §5.1): lock the targets that exist (so a target
+# deleted meanwhile cannot fail the foreign key: only a deleted sender can), insert the rows for
+# them, skip duplicates per sending device, and report both sets. Rows of several concurrent send
+# requests go into one statement (group commit, see MessageRepo.enqueue).
 _INSERT = """
-INSERT INTO messages (id, sender_id, sender_device_id, device_id, submission_id, content, created_at, expires_at)
-SELECT m.id, $1, $2, m.device_id, m.submission_id, m.content, now(), now() + make_interval(days => $3)
-FROM unnest($4::uuid[], $5::uuid[], $6::uuid[], $7::bytea[]) AS m(id, device_id, submission_id, content)
-ON CONFLICT (sender_device_id, submission_id) DO NOTHING
-RETURNING device_id
+WITH t AS (SELECT id FROM devices WHERE id = ANY($1::uuid[]) FOR KEY SHARE),
+m AS (SELECT * FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], $7::bytea[])
+      AS m(id, sender_id, sender_device_id, device_id, submission_id, content)),
+ins AS (
+    INSERT INTO messages (id, sender_id, sender_device_id, device_id, submission_id, content, created_at, expires_at)
+    SELECT m.id, m.sender_id, m.sender_device_id, m.device_id, m.submission_id, m.content, now(),
+           now() + make_interval(days => $8)
+    FROM m JOIN t ON t.id = m.device_id
+    ON CONFLICT (sender_device_id, submission_id) DO NOTHING
+    RETURNING id
+)
+SELECT true AS target, id FROM t UNION ALL SELECT false, id FROM ins
 """
 
 _FETCH_FIRST = """
@@ -34,6 +45,19 @@ WHERE device_id = $1 AND expires_at > now() AND (created_at, id) > ($2, $3)
 ORDER BY created_at, id LIMIT $4
 """
 
+# The next page of several inboxes at once (one per session that woke up in the same tick). A
+# first page uses the smallest cursor, which sorts before every row.
+_FETCH_MANY = """
+SELECT c.n, m.id, m.sender_id, m.sender_device_id, m.content, m.created_at
+FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) WITH ORDINALITY AS c(device_id, after_at, after_id, n)
+CROSS JOIN LATERAL (
+    SELECT id, sender_id, sender_device_id, content, created_at FROM messages
+    WHERE device_id = c.device_id AND expires_at > now() AND (created_at, id) > (c.after_at, c.after_id)
+    ORDER BY created_at, id LIMIT $4
+) m
+"""
+_MIN_CURSOR = (dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc), uuid.UUID(int=0))
+
 _PRUNE_INBOXES = """
 DELETE FROM messages WHERE id IN (
     SELECT id FROM (
@@ -44,13 +68,39 @@ DELETE FROM messages WHERE id IN (
 """
 
 
+def _settle(send: _Send, result=None, *, exc: BaseException | None = None) -> None:
+    if send.future.done():
+        return  # the request gave up (timeout); its rows may still have been committed
+    if exc is not None:
+        send.future.set_exception(exc)
+    else:
+        send.future.set_result(result)
+
+
+def _order(m: PendingMessage) -> tuple[dt.datetime, uuid.UUID]:
+    return m.created_at, m.id
+
+
 def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
+
+
+class _Send:
+    __slots__ = ("sender_id", "sender_device_id", "ttl_days", "rows", "future")
+
+    def __init__(self, sender_id, sender_device_id, ttl_days, rows, future) -> None:
+        self.sender_id, self.sender_device_id, self.ttl_days = sender_id, sender_device_id, ttl_days
+        self.rows, self.future = rows, future
 
 
 class MessageRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._queued: list[_Send] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task] = set()
+        self._fetches: dict[int, list] = {}
+        self._fetch_scheduled = False
 
     async def existing_devices(self, device_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         async with self._db.acquire() as conn:
@@ -59,42 +109,129 @@ class MessageRepo:
 
     async def enqueue(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, ttl_days: int,
                       rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]]) -> tuple[set[uuid.UUID], list[uuid.UUID]]:
-        """Insert (message id, target device, submission id, content) rows in one transaction.
+        """Insert (message id, target device, submission id, content) rows, durably committed.
 
         Returns (targets that exist, target device of every inserted row). Rows for unknown
         devices and duplicates of an earlier submission by this device are not inserted.
+        Group commit: every send queued during one event-loop tick shares one statement and one
+        commit (performance.md: one round trip and one WAL flush instead of one per request).
         """
-        ids = [r[0] for r in rows]
-        targets = [r[1] for r in rows]
-        submissions = [r[2] for r in rows]
-        contents = [r[3] for r in rows]
-        async with self._db.transaction() as conn:
-            found = await conn.fetch("SELECT id FROM devices WHERE id = ANY($1::uuid[]) FOR KEY SHARE",
-                                     list(set(targets)))
-            existing = {r["id"] for r in found}
-            keep = [i for i, t in enumerate(targets) if t in existing]
-            if not keep:
-                return existing, []
-            try:
-                inserted = await conn.fetch(
-                    _INSERT, sender_id, sender_device_id, ttl_days,
-                    [ids[i] for i in keep], [targets[i] for i in keep], [submissions[i] for i in keep],
-                    [contents[i] for i in keep])
-            except asyncpg.ForeignKeyViolationError:
-                # Target rows are locked above, so only the sender can be gone (decisions §4.6).
-                raise SenderGone() from None
-        return existing, [r["device_id"] for r in inserted]
+        loop = asyncio.get_running_loop()
+        send = _Send(sender_id, sender_device_id, ttl_days, rows, loop.create_future())
+        self._queued.append(send)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._start_flush)
+        return await send.future
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        queued, self._queued = self._queued, []
+        by_ttl: dict[int, list[_Send]] = {}
+        for send in queued:
+            by_ttl.setdefault(send.ttl_days, []).append(send)
+        for batch in by_ttl.values():
+            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[_Send]) -> None:
+        try:
+            results = await self._insert(batch)
+        except asyncpg.ForeignKeyViolationError:
+            if len(batch) == 1:
+                return _settle(batch[0], exc=SenderGone())
+            for send in batch:  # one sender is gone: find out whose rows fail, one statement each
+                try:
+                    _settle(send, (await self._insert([send]))[0])
+                except asyncpg.ForeignKeyViolationError:
+                    _settle(send, exc=SenderGone())
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
+                    _settle(send, exc=exc)
+            return
+        except BaseException as exc:  # noqa: BLE001 - every waiting request gets the failure
+            for send in batch:
+                _settle(send, exc=exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for send, result in zip(batch, results):
+            _settle(send, result)
+
+    async def _insert(self, batch: list[_Send]) -> list[tuple[set[uuid.UUID], list[uuid.UUID]]]:
+        ids, senders, sender_devices, targets, submissions, contents = [], [], [], [], [], []
+        for send in batch:
+            for message_id, target, submission, content in send.rows:
+                ids.append(message_id)
+                senders.append(send.sender_id)
+                sender_devices.append(send.sender_device_id)
+                targets.append(target)
+                submissions.append(submission)
+                contents.append(content)
+        async with self._db.acquire() as conn:
+            found = await conn.fetch(_INSERT, list(set(targets)), ids, senders, sender_devices, targets,
+                                     submissions, contents, batch[0].ttl_days)
+        existing = {r["id"] for r in found if r["target"]}
+        inserted = {r["id"] for r in found if not r["target"]}
+        return [({t for _, t, _, _ in send.rows if t in existing},
+                 [t for message_id, t, _, _ in send.rows if message_id in inserted]) for send in batch]
 
     async def fetch_pending(self, device_id: uuid.UUID, after: tuple[dt.datetime, uuid.UUID] | None,
                             limit: int) -> list[PendingMessage]:
-        """The next page of a device's inbox in (created_at, id) order after the cursor (§3.4)."""
+        """The next page of a device's inbox in (created_at, id) order after the cursor (§3.4).
+
+        Pages asked for during one event-loop tick (sessions woken by the same sends) are read
+        with one statement."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._fetches.setdefault(limit, []).append((device_id, after, future))
+        if not self._fetch_scheduled:
+            self._fetch_scheduled = True
+            loop.call_soon(self._start_fetches)
+        return await future
+
+    def _start_fetches(self) -> None:
+        self._fetch_scheduled = False
+        queued, self._fetches = self._fetches, {}
+        for limit, batch in queued.items():
+            task = asyncio.get_running_loop().create_task(self._fetch_batch(batch, limit))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _fetch_batch(self, batch: list, limit: int) -> None:
+        try:
+            pages = await self._read_pages([(d, a) for d, a, _ in batch], limit)
+        except BaseException as exc:  # noqa: BLE001 - every waiting session gets the failure
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for (_, _, future), page in zip(batch, pages):
+            if not future.done():
+                future.set_result(page)
+
+    async def _read_pages(self, cursors: list, limit: int) -> list[list[PendingMessage]]:
         async with self._db.acquire() as conn:
-            if after is None:
-                rows = await conn.fetch(_FETCH_FIRST, device_id, limit)
-            else:
-                rows = await conn.fetch(_FETCH_AFTER, device_id, after[0], after[1], limit)
-        return [PendingMessage(r["id"], r["sender_id"], r["sender_device_id"], r["content"], r["created_at"])
-                for r in rows]
+            if len(cursors) == 1:
+                device_id, after = cursors[0]
+                if after is None:
+                    rows = await conn.fetch(_FETCH_FIRST, device_id, limit)
+                else:
+                    rows = await conn.fetch(_FETCH_AFTER, device_id, after[0], after[1], limit)
+                return [[PendingMessage(r["id"], r["sender_id"], r["sender_device_id"], r["content"],
+                                        r["created_at"]) for r in rows]]
+            afters = [a if a is not None else _MIN_CURSOR for _, a in cursors]
+            rows = await conn.fetch(_FETCH_MANY, [d for d, _ in cursors], [a[0] for a in afters],
+                                    [a[1] for a in afters], limit)
+        pages: list[list[PendingMessage]] = [[] for _ in cursors]
+        for r in rows:
+            pages[r["n"] - 1].append(PendingMessage(r["id"], r["sender_id"], r["sender_device_id"], r["content"],
+                                                    r["created_at"]))
+        for page in pages:
+            page.sort(key=_order)
+        return pages
 
     async def delete_acked(self, device_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> int:
         """Delete ACKed rows of this device only: a session cannot delete others' messages (§3.5)."""

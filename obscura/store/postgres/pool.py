@@ -57,11 +57,20 @@ async def create_pool(dsn: str, settings: Settings, *, command_timeout_s: float 
                 timeout=float(settings.db_acquire_timeout_secs),
                 command_timeout=timeout,
                 server_settings=dict(_SERVER_SETTINGS),
+                reset=_lean_reset,
             )
     except TimeoutError:
         raise DatabaseUnavailable("Database connection timed out") from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(f"Database connection failed: {exc}") from exc
+
+
+async def _lean_reset(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset query (advisory unlock, CLOSE ALL, UNLISTEN, RESET
+    ALL): a round trip on every release, and we keep no session state outside a transaction (the
+    migration lock is released explicitly). An open transaction is still rolled back."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 class Database:
