@@ -14,6 +14,7 @@ from obscura.api.backups import add_backup_routes
 from obscura.api.common import Authenticator
 from obscura.api.devices import add_device_routes
 from obscura.api.keys import add_key_routes
+from obscura.api.push_tokens import add_push_token_routes
 from obscura.api.docs import add_docs_routes
 from obscura.api.messages import add_message_routes
 from obscura.api.health import add_management_routes
@@ -24,6 +25,7 @@ from obscura.coord.base import Coordinator
 from obscura.gateway import Gateway, TicketService
 from obscura.http.gateway import GatewayHandoff
 from obscura.http.router import Router
+from obscura.push.factory import make_push_provider
 from obscura.http.server import HttpServer
 from obscura.services.accounts import AccountService, SessionIssuer
 from obscura.services.attachments import AttachmentService
@@ -32,6 +34,7 @@ from obscura.services.devices import DeviceService, RefreshTokenSessions, discon
 from obscura.services.health import HealthService
 from obscura.services.keys import KeyService
 from obscura.services.messages import MessageService
+from obscura.services.push_tokens import PushTokenService
 from obscura.services.passwords import PasswordService
 from obscura.services.tokens import TokenService
 from obscura.store.postgres.pool import Database
@@ -43,10 +46,12 @@ from obscura.store.postgres.backups import BackupRepo
 from obscura.store.postgres.devices import PgDeviceRepo
 from obscura.store.postgres.keys import PgKeyRepo
 from obscura.store.postgres.messages import MessageRepo
+from obscura.store.postgres.push_tokens import PgPushTokenRepo
 from obscura.telemetry import Telemetry
 from obscura.workers.attachment_cleanup import AttachmentCleanupWorker
 from obscura.workers.backup_cleanup import BackupCleanupWorker
 from obscura.workers.message_cleanup import MessageCleanup, RefreshTokenCleanup
+from obscura.workers.push import PushWorker
 
 __all__ = ["App", "run"]
 
@@ -191,12 +196,6 @@ class App:
                                                   interval_s=s.backup_cleanup_interval_secs)
         self._r.workers += [self.attachment_cleanup.start(), self.backup_cleanup.start()]
         # -- push tokens (issue 6) ----------------------------------------------------------------
-        from obscura.api.push_tokens import add_push_token_routes
-        from obscura.push.factory import make_push_provider
-        from obscura.services.push_tokens import PushTokenService
-        from obscura.store.postgres.push_tokens import PgPushTokenRepo
-        from obscura.workers.push import PushWorker
-
         self.push_tokens = PushTokenService(PgPushTokenRepo(self.database))
         add_push_token_routes(router, self.push_tokens, self.auth)
         self.push_worker = PushWorker.from_settings(s, self.coordinator, self.push_tokens,
