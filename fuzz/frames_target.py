@@ -8,8 +8,6 @@ writes crash-<hash>; commit it under fuzz/corpus/frames/ and tests/speedups/test
 replays every file there through check().
 """
 
-import os
-import sys
 
 from google.protobuf.message import DecodeError as UpbDecodeError
 
@@ -74,14 +72,9 @@ def check(data: bytes) -> None:
 
 
 def main() -> None:
-    import atheris  # only the fuzzer needs it; check() runs in the test suite without it
+    from runner import run_fuzzer  # fuzz/ is sys.path[0] when run as a script
 
-    if not os.environ.get("OBSCURA_FUZZ_UNINSTRUMENTED"):
-        # Coverage guidance; instrumenting every loaded module takes ~25 s, so the short CI run
-        # (make fuzz-ci) mutates the seeds without it.
-        atheris.instrument_all()
-    atheris.Setup(sys.argv, lambda data: check(bytes(data)))
-    atheris.Fuzz()
+    run_fuzzer(check)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import os
-import sys
 import uuid
 
 from obscura.api.common import Authenticator
@@ -126,14 +124,9 @@ def _is_ip(token: str) -> bool:
 
 
 def main() -> None:
-    import atheris
+    from runner import run_fuzzer  # fuzz/ is sys.path[0] when run as a script
 
-    if not os.environ.get("OBSCURA_FUZZ_UNINSTRUMENTED"):
-        # Coverage guidance; instrumenting every loaded module takes ~25 s, so the short CI run
-        # (make fuzz-ci) mutates the seeds without it.
-        atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
+    run_fuzzer(check)
 
 
 if __name__ == "__main__":

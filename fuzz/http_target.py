@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import os
-import sys
 
 from obscura.api.common import json_body
 from obscura.config import load_settings
@@ -237,14 +235,9 @@ def check(data: bytes) -> None:
 
 
 def main() -> None:
-    import atheris
+    from runner import run_fuzzer  # fuzz/ is sys.path[0] when run as a script
 
-    if not os.environ.get("OBSCURA_FUZZ_UNINSTRUMENTED"):
-        # Coverage guidance; instrumenting every loaded module takes ~25 s, so the short CI run
-        # (make fuzz-ci) mutates the seeds without it.
-        atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
+    run_fuzzer(check)
 
 
 if __name__ == "__main__":

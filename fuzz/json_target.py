@@ -68,7 +68,7 @@ class JsonHarness:
 
 
 def main() -> None:
-    import atheris
+    from runner import run_fuzzer  # fuzz/ is sys.path[0] when run as a script
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from obscura.app import App
@@ -84,12 +84,7 @@ def main() -> None:
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}", timeout=30)
     harness = JsonHarness(client)
     loop.run_until_complete(harness.setup())
-    if not os.environ.get("OBSCURA_FUZZ_UNINSTRUMENTED"):
-        # Coverage guidance; instrumenting every loaded module takes ~25 s, so the short CI run
-        # (make fuzz-ci) mutates the seeds without it.
-        atheris.instrument_all()
-    atheris.Setup(sys.argv, lambda data: loop.run_until_complete(harness.check(bytes(data))))
-    atheris.Fuzz()
+    run_fuzzer(lambda data: loop.run_until_complete(harness.check(data)))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ Run:   .venv/bin/python fuzz/keys_target.py /tmp/keys-corpus fuzz/corpus/keys -m
 from __future__ import annotations
 
 import base64
-import os
-import sys
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives import serialization
@@ -84,14 +82,9 @@ def check(data: bytes) -> None:
 
 
 def main() -> None:
-    import atheris
+    from runner import run_fuzzer  # fuzz/ is sys.path[0] when run as a script
 
-    if not os.environ.get("OBSCURA_FUZZ_UNINSTRUMENTED"):
-        # Coverage guidance; instrumenting every loaded module takes ~25 s, so the short CI run
-        # (make fuzz-ci) mutates the seeds without it.
-        atheris.instrument_all()
-    atheris.Setup(sys.argv, check)
-    atheris.Fuzz()
+    run_fuzzer(check)
 
 
 if __name__ == "__main__":
