@@ -370,3 +370,27 @@ async def test_connect_cancels_pending_push_job(http, app):
         await _eventually(gone)
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("value", [b"not-a-uuid", b"\xff\xfe\xfd\x00"])
+async def test_ticket_whose_stored_value_is_not_a_device_id_is_401(settings_factory, redis_url, value):
+    """Upstream's invalid-device-id and invalid-UTF-8 cache cases: a corrupt ticket never upgrades."""
+    import redis.asyncio as aioredis
+    from tests.fixtures.redis import unique_redis_prefix
+    prefix = unique_redis_prefix()
+    settings = settings_factory(pubsub_url=redis_url, notifications_channel_prefix=prefix,
+                                notifications_push_queue_key=prefix + "jobs")
+    async with running_app(settings) as node:
+        ticket = str(uuid.uuid4())
+        raw = aioredis.from_url(redis_url)
+        try:
+            await raw.set(f"ws:ticket:{ticket}", value, ex=30)
+        finally:
+            await raw.aclose()
+        with pytest.raises(picows.WSError):
+            await picows.ws_connect(WsClient, f"ws://127.0.0.1:{node.port}/v1/gateway?ticket={ticket}")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.port}") as http:
+            res = await http.get(f"/v1/gateway?ticket={ticket}", headers={
+                "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        assert res.status_code == 401  # and the ticket was consumed by the first attempt
