@@ -24,7 +24,7 @@ async def new_device(pool: asyncpg.Pool, token: str | None = None, token_type: s
     user_id, device_id = uuid.uuid4(), uuid.uuid4()
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO users (id, username, password_hash) VALUES ($1, $2, 'x')",
-                           user_id, f"u{user_id.hex[:20]}")
+                           user_id, f"u{user_id.hex}")
         await conn.execute("INSERT INTO devices (id, user_id) VALUES ($1, $2)", device_id, user_id)
         if token is not None:
             await conn.execute("INSERT INTO push_tokens (device_id, token, token_type) VALUES ($1, $2, $3)",

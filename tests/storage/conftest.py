@@ -41,7 +41,7 @@ async def make_device(app: App) -> Device:
     user_id, device_id = uuid7(), uuid7()
     async with app.database.acquire() as conn:
         await conn.execute("INSERT INTO users (id, username, password_hash) VALUES ($1, $2, 'x')",
-                           user_id, f"u_{user_id.hex[:20]}")
+                           user_id, f"u_{user_id.hex}")
         await conn.execute("INSERT INTO devices (id, user_id) VALUES ($1, $2)", device_id, user_id)
     return Device(user_id, device_id, app.tokens.issue(user_id, device_id)[0], app.tokens.issue(user_id)[0])
 

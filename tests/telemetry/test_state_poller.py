@@ -13,7 +13,7 @@ async def _insert_user_with_device(pool) -> None:
     user_id, device_id = uuid.uuid4(), uuid.uuid4()
     async with pool.acquire() as conn:
         await conn.execute("INSERT INTO users (id, username, password_hash) VALUES ($1, $2, 'x')",
-                           user_id, f"poll_{user_id.hex[:12]}")
+                           user_id, f"poll_{user_id.hex}")
         await conn.execute("INSERT INTO devices (id, user_id) VALUES ($1, $2)", device_id, user_id)
 
 
