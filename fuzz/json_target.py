@@ -7,7 +7,8 @@ rest is the body (seeds are valid bodies, so mutations stay near the schema).
 
 Run:   OBSCURA_DB_URL=postgresql://... .venv/bin/python fuzz/json_target.py /tmp/json-corpus \
            fuzz/corpus/json -max_total_time=600
-(without OBSCURA_DB_URL the App starts its embedded PostgreSQL in a temporary folder).
+(without it the App starts its embedded PostgreSQL in a temporary folder, which fuzz/pg_watchdog.py
+stops when the fuzzer exits).
 """
 
 from __future__ import annotations
@@ -78,7 +79,12 @@ def main() -> None:
     asyncio.set_event_loop(loop)
     data_dir = tempfile.mkdtemp(prefix="obscura-fuzz-")
     os.chmod(data_dir, 0o711)  # as root the embedded server runs as another user (tests/fixtures/postgres.py)
-    overrides = {"db_url": os.environ["OBSCURA_DB_URL"]} if os.environ.get("OBSCURA_DB_URL") else {}
+    db_url = os.environ.get("OBSCURA_DB_URL")
+    overrides = {"db_url": db_url} if db_url else {}
+    if not db_url:  # an embedded server: stopped by a watchdog once libFuzzer exit()s this process
+        import subprocess
+        subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "pg_watchdog.py"),
+                          str(os.getpid()), data_dir], start_new_session=True)
     app = App(test_settings(data_dir=data_dir, server_access_log=False, auth_max_devices_per_user=1000, **overrides))
     loop.run_until_complete(app.start())
     client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}", timeout=30)
