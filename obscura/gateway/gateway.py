@@ -53,7 +53,7 @@ class Gateway:
     coordinator; after a bus reconnect every session re-drains (decisions §4.2)."""
 
     def __init__(self, settings: Settings, coordinator: Coordinator, messages: MessageService,
-                 tickets: TicketService, prekey_count: Callable[[uuid.UUID], Awaitable[int]],
+                 tickets: TicketService, prekey_count: Callable[[uuid.UUID], Awaitable[int | None]],
                  telemetry: Telemetry) -> None:
         self.settings = settings
         self.messages = messages

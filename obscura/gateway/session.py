@@ -146,11 +146,16 @@ class Session(WSListener):
             "device.id": str(self.device_id), "request.id": self._request_id,
             "ws.session_id": str(uuid.uuid4())}, server=True)
         try:
-            await self._send_prekey_status_if_low()  # the very first frame when low (§3.3)
+            # Subscribe before the first await: a deletion (DISCONNECT) published while the
+            # prekey count is read must reach this session. A device deleted even earlier (between
+            # its ticket and this upgrade) is seen by the count query itself.
+            self._subscription = g.subscribe(self)
+            if not await self._send_prekey_status_if_low():  # the very first frame when low (§3.3)
+                self.close()
+                return
             g.connections.add(1)
             counted = True
             self._spawn(g.messages.cancel_push(self.device_id))
-            self._subscription = g.subscribe(self)
             # ACK and prekey loops start on first use and the heartbeat is node-wide
             # (Gateway.heartbeat): an idle session owns one task besides this one.
             self._tasks.append(self._loop.create_task(self._pump()))
@@ -258,13 +263,17 @@ class Session(WSListener):
                 for message_id in [k for k, created in self._sent.items() if created < horizon]:
                     del self._sent[message_id]
 
-    async def _send_prekey_status_if_low(self) -> None:
+    async def _send_prekey_status_if_low(self) -> bool:
+        """False when the device no longer exists."""
         g = self.gateway
         count = await g.prekey_count(self.device_id)
+        if count is None:
+            return False
         threshold = g.settings.pre_key_refill_threshold
         if count < threshold and not self._closing:
             g.prekey_threshold_reached.add(1)
             self.transport.send(WSMsgType.BINARY, _speedups.encode_prekey_status_frame(count, threshold))
+        return True
 
     async def _prekey_pump(self) -> None:
         debounce_s = self.gateway.settings.ws_prekey_debounce_interval_ms / 1000
@@ -272,7 +281,9 @@ class Session(WSListener):
             await self._wake_prekeys.wait()
             await asyncio.sleep(debounce_s)
             self._wake_prekeys.clear()  # wake-ups during the debounce are folded into this one
-            await self._send_prekey_status_if_low()
+            if not await self._send_prekey_status_if_low():
+                self.close()
+                return
 
     def heartbeat(self, now: float) -> None:
         """Called by the gateway every ping interval: ping, or drop a client silent for interval +

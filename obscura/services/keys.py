@@ -37,7 +37,7 @@ class KeyRepo(Protocol):
                                           keys: tuple[OneTimePreKey, ...]) -> None: ...
     async def wipe_inbox_txn(self, txn: Txn, device_id: uuid.UUID) -> None: ...
     async def claim_bundles(self, user_id: uuid.UUID) -> list[tuple[PreKeyBundle, int]]: ...
-    async def one_time_prekey_count(self, device_id: uuid.UUID) -> int: ...
+    async def one_time_prekey_count(self, device_id: uuid.UUID) -> int | None: ...
 
 
 class KeyService:
@@ -127,7 +127,8 @@ class KeyService:
             await self._schedule_push(low)
         return [bundle for bundle, _ in claimed]
 
-    async def one_time_prekey_count(self, device_id: uuid.UUID) -> int:
+    async def one_time_prekey_count(self, device_id: uuid.UUID) -> int | None:
+        """None when the device does not exist."""
         return await self._repo.one_time_prekey_count(device_id)
 
     # -- after-commit notifications: best effort, the database is the truth (decisions §4.11) -----

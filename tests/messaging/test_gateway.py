@@ -345,6 +345,16 @@ async def test_device_deletion_closes_its_sessions(http):
     await client.wait_closed()
 
 
+async def test_device_deleted_between_ticket_and_upgrade_gets_no_session(http):
+    alice = await register_user(http)
+    ticket = await get_ticket(http, alice)
+    res = await http.delete(f"/v1/devices/{alice.device_id}", headers=bearer(alice.user_token))
+    assert res.status_code == 200
+    _, client = await picows.ws_connect(WsClient, f"ws://127.0.0.1:{http.base_url.port}/v1/gateway?ticket={ticket}")
+    await client.wait_closed()
+    assert client.closed is not None and client.closed.code is None
+
+
 async def test_shutdown_sends_1001(settings_factory):
     cm = running_app(settings_factory())
     node = await cm.__aenter__()

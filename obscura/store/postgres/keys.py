@@ -139,6 +139,9 @@ class PgKeyRepo:
                 out.append((bundle, claim["remaining"]))
         return out
 
-    async def one_time_prekey_count(self, device_id: uuid.UUID) -> int:
+    async def one_time_prekey_count(self, device_id: uuid.UUID) -> int | None:
+        """The device's one-time prekey count, or None when the device does not exist."""
         async with self._db.acquire() as conn:
-            return await conn.fetchval("SELECT count(*) FROM one_time_pre_keys WHERE device_id = $1", device_id)
+            return await conn.fetchval(
+                "SELECT (SELECT count(*) FROM one_time_pre_keys WHERE device_id = $1) FROM devices WHERE id = $1",
+                device_id)
