@@ -25,7 +25,7 @@ _CLEANUP_STEP_TIMEOUT_S = 30.0
 
 
 class AttachmentStore(Protocol):
-    async def insert(self, attachment_id: uuid.UUID, ttl_days: int) -> datetime.datetime: ...
+    async def insert(self, attachment_id: uuid.UUID, ttl_days: int, size_bytes: int) -> datetime.datetime: ...
     async def is_live(self, attachment_id: uuid.UUID) -> bool: ...
     async def expired_ids(self, limit: int) -> list[uuid.UUID]: ...
     async def delete(self, attachment_ids: Sequence[uuid.UUID]) -> int: ...
@@ -83,7 +83,8 @@ class AttachmentService:
         """
         self.check_declared_size(content_length)
         attachment_id = uuid.uuid4()  # upstream uses v4 ids for attachments (spec §9)
-        expires_at = await self._repo.insert(attachment_id, self._ttl_days)
+        # The declared length is the stored size: put_stream fails on any other length.
+        expires_at = await self._repo.insert(attachment_id, self._ttl_days, content_length)
         try:
             size = await self._blobs.put_stream(self.key(attachment_id), chunks, min_bytes=self.min_bytes,
                                                 max_bytes=self.max_bytes, content_length=content_length,

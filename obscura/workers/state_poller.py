@@ -35,7 +35,7 @@ class StatePoller:
         counts = await self._counts()
         for key, value in counts.items():
             spec = STATE_GAUGES.get(key)
-            if spec is not None:  # a gauge appears only once its store can tell (no bytes yet)
+            if spec is not None:  # unknown keys are ignored: a store reports what it can tell
                 self._telemetry.gauge(spec[0], spec[1]).set(value)
 
     def start(self) -> asyncio.Task[None]:

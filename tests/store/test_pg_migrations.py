@@ -20,7 +20,7 @@ from obscura.store.postgres.pool import with_database
 from tests.fixtures.postgres import create_database, drop_database
 
 NAMES = ["0001_core_and_auth.sql", "0002_signal_protocol.sql", "0003_messaging_and_delivery.sql",
-         "0004_push_token_type.sql"]
+         "0004_push_token_type.sql", "0005_attachment_size.sql"]
 NEXT = len(NAMES) + 1  # version of the synthetic migrations below
 
 

@@ -62,6 +62,7 @@ COLUMNS = {
     "attachments": [
         ("id", "uuid", None, False, None),
         ("expires_at", "timestamp with time zone", None, False, None),
+        ("size_bytes", "bigint", None, True, None),  # ours: 0005 (issue 7)
     ],
     "push_tokens": [
         ("device_id", "uuid", None, False, None),

@@ -7,6 +7,7 @@ import uuid
 from obscura.store.postgres.stats import StateRepo, pool_usage
 from obscura.telemetry import Telemetry
 from obscura.workers.state_poller import StatePoller
+from tests.support.users import bearer, register_user
 
 
 async def _insert_user_with_device(pool) -> None:
@@ -17,19 +18,27 @@ async def _insert_user_with_device(pool) -> None:
         await conn.execute("INSERT INTO devices (id, user_id) VALUES ($1, $2)", device_id, user_id)
 
 
-async def test_poll_sets_gauges_from_counts(app):
+async def test_poll_sets_gauges_from_counts(app, http):
     telemetry = Telemetry()
     poller = StatePoller(StateRepo(app.database).counts, telemetry, 300)
     await poller.poll_once()
     users = telemetry.value("obscura_users_total")
     devices = telemetry.value("obscura_devices_total")
+    attachments = telemetry.value("obscura_attachments_total_count")
+    stored = telemetry.value("obscura_attachments_total_bytes")
     await _insert_user_with_device(app.database.pool)
+    uploader = await register_user(http)
+    for size in (1000, 2345):
+        res = await http.post("/v1/attachments", content=b"a" * size, headers=bearer(uploader.token))
+        assert res.status_code == 201, res.text
+    res = await http.post("/v1/attachments", content=b"", headers=bearer(uploader.token))
+    assert res.status_code == 400  # too small: a refused upload leaves no row and no bytes
     await poller.poll_once()
-    assert telemetry.value("obscura_users_total") == users + 1
-    assert telemetry.value("obscura_devices_total") == devices + 1
+    assert telemetry.value("obscura_users_total") == users + 2
+    assert telemetry.value("obscura_devices_total") == devices + 2
     assert telemetry.value("obscura_pending_messages_total") >= 0
-    assert telemetry.value("obscura_attachments_total_count") >= 0
-    assert telemetry.value("obscura_attachments_total_bytes") is None  # the schema keeps no sizes
+    assert telemetry.value("obscura_attachments_total_count") == attachments + 2
+    assert telemetry.value("obscura_attachments_total_bytes") == stored + 3345
 
 
 async def test_failed_poll_is_counted_not_raised(app):

@@ -1,4 +1,4 @@
-"""Attachment rows in PostgreSQL: id and expiry only, no owner and no size (spec §6.1, §9)."""
+"""Attachment rows in PostgreSQL: id, expiry and size, no owner (spec §6.1, §9; size: migration 0005)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ class AttachmentRepo:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert(self, attachment_id: uuid.UUID, ttl_days: int) -> datetime.datetime:
-        """Record a new attachment expiring ``ttl_days`` from now; returns ``expires_at``."""
+    async def insert(self, attachment_id: uuid.UUID, ttl_days: int, size_bytes: int) -> datetime.datetime:
+        """Record a new attachment of ``size_bytes`` expiring ``ttl_days`` from now; returns ``expires_at``."""
         async with self._db.acquire() as conn:
             return await conn.fetchval(
-                "INSERT INTO attachments (id, expires_at) VALUES ($1, now() + make_interval(days => $2)) "
-                "RETURNING expires_at", attachment_id, ttl_days)
+                "INSERT INTO attachments (id, expires_at, size_bytes) "
+                "VALUES ($1, now() + make_interval(days => $2), $3) RETURNING expires_at",
+                attachment_id, ttl_days, size_bytes)
 
     async def is_live(self, attachment_id: uuid.UUID) -> bool:
         """True when the row exists and has not expired (``expires_at < now`` is expired)."""

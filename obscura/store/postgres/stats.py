@@ -12,7 +12,8 @@ _COUNTS = """
 SELECT (SELECT count(*) FROM users) AS users,
        (SELECT count(*) FROM devices) AS devices,
        (SELECT count(*) FROM messages) AS pending_messages,
-       (SELECT count(*) FROM attachments) AS attachments
+       a.count AS attachments, a.bytes AS attachments_bytes
+FROM (SELECT count(*) AS count, coalesce(sum(size_bytes), 0) AS bytes FROM attachments) AS a
 """
 
 
@@ -24,11 +25,12 @@ class StateRepo:
         self._timeout_s = timeout_s
 
     async def counts(self) -> dict[str, int]:
-        """``users``, ``devices``, ``pending_messages`` and ``attachments`` (attachment rows; the
-        schema keeps no sizes, spec §9, so a byte total is not known here)."""
+        """``users``, ``devices``, ``pending_messages``, ``attachments`` (rows) and
+        ``attachments_bytes`` (their stored sizes; rows from before migration 0005 count as 0)."""
         async with self._db.acquire() as conn:
             row = await conn.fetchrow(_COUNTS, timeout=self._timeout_s)
-        return {key: int(row[key]) for key in ("users", "devices", "pending_messages", "attachments")}
+        return {key: int(row[key]) for key in ("users", "devices", "pending_messages", "attachments",
+                                                  "attachments_bytes")}
 
 
 def pool_usage(database: Database) -> dict[str, int]:
