@@ -17,7 +17,8 @@ class Scenario:
     def __init__(self, mode: str, nodes: int, *, workers: int = 1, pg_url: str | None = None,
                  redis_url: str | None = None, seconds: float = 6.0, latency_seconds: float = 5.0,
                  idle: int = 2000, recipients: int = 64, senders: int = 16, sender_procs: int = 2,
-                 conns_per_sender_proc: int = 16, message_bytes: int = 200, warmup_s: float = 2.0) -> None:
+                 conns_per_sender_proc: int = 16, message_bytes: int = 200, warmup_s: float = 2.0,
+                 env: dict[str, str] | None = None, label: str = "") -> None:
         self.mode, self.nodes, self.workers = mode, nodes, workers
         self.pg_url, self.redis_url = pg_url, redis_url
         self.seconds, self.latency_seconds, self.idle = seconds, latency_seconds, idle
@@ -25,17 +26,20 @@ class Scenario:
         self.sender_procs, self.conns_per_sender_proc = sender_procs, conns_per_sender_proc
         self.message_bytes = message_bytes
         self.warmup_s = warmup_s
+        self.env = dict(env or {})  # extra server environment (bench/telemetry_relay.py: OTLP export)
+        self.label = label
 
     @property
     def name(self) -> str:
         w = f" x{self.workers} workers" if self.workers > 1 else ""
-        return f"{self.mode}, {self.nodes} node{'s' if self.nodes > 1 else ''}{w}"
+        label = f" ({self.label})" if self.label else ""
+        return f"{self.mode}, {self.nodes} node{'s' if self.nodes > 1 else ''}{w}{label}"
 
 
 def _start_servers(sc: Scenario, db_url: str | None) -> list[Server]:
     """embedded: the node's own PostgreSQL; pg: external PostgreSQL, in-process coordination;
     pg+redis: external PostgreSQL and Redis (the cluster mode; required for several nodes)."""
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(sc.env)
     if db_url is not None:
         env["OBSCURA_DATABASE_URL"] = db_url
     if sc.mode == "pg+redis":

@@ -116,7 +116,7 @@ class App:
                 self._r.embedded_pg = EmbeddedPostgres(s.data_dir)
                 dsn = await self._r.embedded_pg.start()
                 log.info("embedded PostgreSQL ready in %s", os.path.join(s.data_dir, "postgres"))
-            self._r.database = await Database.connect(dsn, s)
+            self._r.database = await Database.connect(dsn, s, query_logger=self.telemetry.query_logger())
             applied = await run_migrations(self._r.database.pool, logger=log)
             if applied:
                 log.info("applied migrations: %s", ", ".join(applied))

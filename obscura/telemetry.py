@@ -12,6 +12,10 @@ OBSCURA_TELEMETRY_METRICS_EXPORT_INTERVAL_SECS, and the Prometheus scrape render
 
 With nothing configured the OpenTelemetry SDK is never even imported: instruments stay in memory,
 ``span()`` returns a shared no-op and ``http_observer()`` is None, so the front door pays nothing.
+Below the request and session spans, traced service calls (``@traced("messages.send")``) and
+database statements (a query logger on every pooled connection: ``query_logger()``) become child
+spans, but only inside a sampled trace: an unsampled request pays one context lookup per call.
+
 ``start()`` (App.start, spec §1.3 step 2) builds the providers when an OTLP endpoint, the Prometheus
 scrape or test exporters are configured; ``shutdown()`` (App.stop, spec §1.3) flushes them.
 """
@@ -20,10 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
+import re
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +39,7 @@ from obscura.instruments import (Counter, Gauge, Histogram, HistogramPoint, Labe
                                  Observations, UpDownCounter, _Instrument, family_of)
 from obscura.logs import request_id_var, set_trace_context_source
 
-__all__ = ["Telemetry", "TelemetryConfig", "Counter", "Histogram", "UpDownCounter", "Gauge",
+__all__ = ["Telemetry", "TelemetryConfig", "traced", "Counter", "Histogram", "UpDownCounter", "Gauge",
            "ObservableGauge", "HttpObserver", "MetricFamily", "HistogramPoint", "SERVICE_NAME"]
 
 SERVICE_NAME = "obscura-server"  # resource service.name and meter name (spec §8.1)
@@ -215,6 +222,41 @@ class Telemetry:
             return _NOOP_SPAN
         return SpanHandle(p.tracer.start_span(name, attributes=attributes), p)
 
+    def child_span(self, name: str, attributes: Mapping[str, Any] | None = None) -> SpanHandle | _NoopSpan:
+        """Like ``span()``, but a no-op unless a sampled span is current: service calls and database
+        work are traced only inside sampled requests, so they cost nothing measurable otherwise."""
+        p = self._pipeline
+        if (p is None or p.tracer is None or _no_children.get()
+                or not p.current_span().get_span_context().trace_flags.sampled):
+            return _NOOP_SPAN
+        return SpanHandle(p.tracer.start_span(name, attributes=attributes), p)
+
+    @contextlib.contextmanager
+    def session_scope(self, span: SpanHandle | _NoopSpan) -> Iterator[None]:
+        """Make a long-lived span (a WebSocket session) current for the block, so its log lines
+        carry its trace id, but create no child or statement spans below it: a session's fetches
+        and deletes happen per message, and spans are never per frame (issue 7 §2)."""
+        token = _no_children.set(True)
+        attached = span._p.attach(span._span) if isinstance(span, SpanHandle) else None
+        try:
+            yield
+        finally:
+            if attached is not None:
+                span._p.detach(attached)
+            _no_children.reset(token)
+
+    def query_logger(self) -> Callable[[Any], None] | None:
+        """An asyncpg query logger that records each statement as a child span of the sampled span
+        that ran it (``conn.add_query_logger``); None while tracing is off (no logger, no cost).
+
+        asyncpg calls it with ``call_soon`` in the context of the query, after it finished; the
+        span is back-dated by the query's elapsed time. Only the parameterised SQL text is kept:
+        never the arguments (issue 7 §5)."""
+        p = self._pipeline
+        if p is None or p.tracer is None:
+            return None
+        return functools.partial(_record_query, p)
+
     def start_span(self, name: str, attributes: Mapping[str, Any] | None = None, *,
                    server: bool = False) -> SpanHandle | _NoopSpan:
         """A long-lived span (a WebSocket session) ended by ``.end()``; ``server`` sets kind=SERVER."""
@@ -323,6 +365,16 @@ class HttpObserver:
             "http.route": req.route or "unmatched", "request.id": req.request_id})
         return time.perf_counter(), span, p.attach(span, parent), rid_token
 
+    def outside_request(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call ``fn`` in a copy of the current context without the request's span: what it starts
+        (a WebSocket session after the upgrade) outlives the request and must not nest under it.
+        The request id stays (log lines keep it)."""
+        return contextvars.copy_context().run(self._outside, fn, args)
+
+    def _outside(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        self._p.attach_root()
+        return fn(*args)
+
     def on_exception(self, req: Any, exc: BaseException) -> None:
         """An unexpected handler failure (the client sees a generic 500)."""
         span = self._p.current_span()
@@ -347,6 +399,73 @@ class HttpObserver:
             span.end()
             self._p.detach(token)
         request_id_var.reset(rid_token)
+
+
+# -- child spans -----------------------------------------------------------------------------------
+_no_children: contextvars.ContextVar[bool] = contextvars.ContextVar("obscura_no_child_spans", default=False)
+
+
+def traced(name: str) -> Callable[[Callable[..., Coroutine[Any, Any, Any]]], Callable[..., Any]]:
+    """Decorate a service's coroutine method (the service keeps its Telemetry in ``_telemetry``):
+    a child span ``name`` around each call inside a sampled trace, a direct call otherwise."""
+    def decorate(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+            span = self._telemetry.child_span(name)
+            if span is _NOOP_SPAN:
+                return fn(self, *args, **kwargs)  # no extra coroutine frame
+            return _in_span(span, fn(self, *args, **kwargs))
+        return call
+    return decorate
+
+
+async def _in_span(span: SpanHandle, coro: Coroutine[Any, Any, Any]) -> Any:
+    with span:  # current for the call: its database spans nest under it
+        return await coro
+
+
+_SQL_OP = re.compile(r"\s*(\w+)")
+_SQL_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+(\w+)", re.IGNORECASE)
+# A statement with CTEs is named after the data-modifying statement inside it, if any.
+_SQL_WRITE = re.compile(r"\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
+_query_names: dict[str, tuple[str, dict[str, str]]] = {}
+
+
+def _query_span_meta(sql: str) -> tuple[str, dict[str, str]]:
+    """``("INSERT messages", attributes)`` per the database semantic conventions; cached per text
+    (the statements are our own constants, so the cache stays small; it is capped anyway)."""
+    meta = _query_names.get(sql)
+    if meta is None:
+        op_match = _SQL_OP.match(sql)
+        operation = op_match.group(1).upper() if op_match else "QUERY"
+        table = _SQL_TABLE.search(sql)
+        collection = table.group(1).lower() if table is not None else None
+        if operation == "WITH":
+            write = _SQL_WRITE.search(sql)
+            if write is not None:
+                operation, collection = write.group(1).split()[0].upper(), write.group(2).lower()
+        attrs = {"db.system.name": "postgresql", "db.operation.name": operation, "db.query.text": sql[:2048]}
+        name = operation
+        if collection is not None:
+            attrs["db.collection.name"] = collection
+            name = f"{operation} {collection}"
+        meta = (name, attrs)
+        if len(_query_names) < 512:
+            _query_names[sql] = meta
+    return meta
+
+
+def _record_query(p: _Pipeline, record: Any) -> None:
+    if _no_children.get() or not p.current_span().get_span_context().trace_flags.sampled:
+        return
+    name, attrs = _query_span_meta(record.query)
+    end_ns = time.time_ns()
+    span = p.tracer.start_span(name, kind=p.client_kind, attributes=attrs,
+                               start_time=end_ns - int(record.elapsed * 1e9))
+    if record.exception is not None:
+        span.set_attribute("error.type", type(record.exception).__qualname__)
+        span.set_status(p.error_status)
+    span.end(end_time=end_ns)
 
 
 # -- the OpenTelemetry pipeline (built only when enabled) ----------------------------------------
@@ -418,7 +537,7 @@ class _Pipeline:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         self._context, self._trace = context, trace
-        self.server_kind, self.internal_kind = SpanKind.SERVER, SpanKind.INTERNAL
+        self.server_kind, self.internal_kind, self.client_kind = SpanKind.SERVER, SpanKind.INTERNAL, SpanKind.CLIENT
         self.error_status = Status(StatusCode.ERROR)
         self.extract = TraceContextTextMapPropagator().extract
         self.current_span = trace.get_current_span
@@ -460,6 +579,10 @@ class _Pipeline:
 
     def attach(self, span: Any, parent: Any = None) -> Any:
         return self._context.attach(self._trace.set_span_in_context(span, parent))
+
+    def attach_root(self) -> None:
+        """Make the current context carry no span (in a context copy the caller throws away)."""
+        self._context.attach(self._context.Context())
 
     def detach(self, token: Any) -> None:
         if token is not None:

@@ -224,7 +224,10 @@ def _hand_off(conn: HttpConnection, req: Request, up: _Upgrade, start: float) ->
     conn.handed_off = True
     server._closed(conn)  # from now on the gateway owns this socket
     try:
-        server.gateway.take_over(t, req, listener, bytes(conn.tail))  # type: ignore[union-attr]
+        if server.observer is None:
+            server.gateway.take_over(t, req, listener, bytes(conn.tail))  # type: ignore[union-attr]
+        else:  # the session outlives the upgrade request: it must not run inside its span
+            server.observer.outside_request(server.gateway.take_over, t, req, listener, bytes(conn.tail))
     except Exception:
         _log_crash(conn, req)
         t.abort()

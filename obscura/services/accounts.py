@@ -11,7 +11,7 @@ from obscura._speedups import uuid7
 from obscura.errors import BadRequest, Conflict, Unauthorized
 from obscura.services.passwords import PasswordService
 from obscura.services.tokens import TokenService, hash_refresh_token, new_refresh_token
-from obscura.telemetry import Telemetry
+from obscura.telemetry import Telemetry, traced
 
 __all__ = ["AccountService", "IssuedSession", "SessionIssuer", "AccountStore", "UsernameTakenError"]
 
@@ -69,6 +69,7 @@ class SessionIssuer:
 class AccountService:
     def __init__(self, store: AccountStore, passwords: PasswordService, sessions: SessionIssuer,
                  telemetry: Telemetry) -> None:
+        self._telemetry = telemetry  # for @traced
         self._store = store
         self._passwords = passwords
         self._sessions = sessions
@@ -77,6 +78,7 @@ class AccountService:
         self._refreshes = telemetry.counter("obscura_token_refreshes_total", "successful refresh rotations")
         self._logouts = telemetry.counter("obscura_logouts_total", "logouts")
 
+    @traced("accounts.register")
     async def register(self, username: str, password: str) -> IssuedSession:
         """Validation order and messages of spec §2.2; the username is stored lower-cased."""
         if not username.strip():
@@ -97,6 +99,7 @@ class AccountService:
         self._registrations.add(1)
         return session
 
+    @traced("accounts.login")
     async def login(self, username: str, password: str, device_id_text: str | None) -> IssuedSession:
         """Device-scoped when ``deviceId`` names one of the user's devices, else user-scoped (§2.3)."""
         device_id = None
@@ -119,6 +122,7 @@ class AccountService:
         self._logins.add(1)
         return session
 
+    @traced("accounts.refresh")
     async def refresh(self, refresh_token: str) -> IssuedSession:
         """Rotate: the old token dies, a new one with the same scope is issued (§2.4)."""
         fresh = new_refresh_token()
@@ -130,6 +134,7 @@ class AccountService:
         self._refreshes.add(1)
         return self._sessions.new(user_id, device_id, fresh)
 
+    @traced("accounts.logout")
     async def logout(self, user_id: uuid.UUID, refresh_token: str) -> None:
         """Always succeeds, even when nothing matched (§2.5)."""
         await self._store.delete_refresh_token(hash_refresh_token(refresh_token), user_id)

@@ -14,7 +14,7 @@ from obscura.blobs import (
     Blob, BlobLengthMismatch, BlobNotFound, BlobStore, BlobTooLarge, BlobTooSmall, BlobUnavailable,
 )
 from obscura.errors import BadRequest, InternalError, NotFound, PayloadTooLarge
-from obscura.telemetry import Telemetry
+from obscura.telemetry import Telemetry, traced
 
 __all__ = ["AttachmentService", "AttachmentStore", "UploadedAttachment", "etag_matches"]
 
@@ -53,6 +53,7 @@ class AttachmentService:
 
     def __init__(self, repo: AttachmentStore, blobs: BlobStore, telemetry: Telemetry, *, prefix: str,
                  min_bytes: int, max_bytes: int, ttl_days: int) -> None:
+        self._telemetry = telemetry  # for @traced
         self._repo = repo
         self._blobs = blobs
         self._prefix = prefix
@@ -73,6 +74,7 @@ class AttachmentService:
         if content_length > self.max_bytes:
             raise PayloadTooLarge()
 
+    @traced("attachments.upload")
     async def upload(self, chunks: AsyncIterable[bytes], content_length: int) -> UploadedAttachment:
         """Stream the body into the blob store; 201 data on success.
 
@@ -112,6 +114,7 @@ class AttachmentService:
         except Exception as exc:  # noqa: BLE001 - the row expires and is collected anyway
             log.warning("could not remove the row of a failed attachment upload: %s", type(exc).__name__)
 
+    @traced("attachments.open")
     async def open(self, attachment_id: uuid.UUID) -> Blob:
         """The stored body for streaming; NotFound when unknown, expired or missing in storage."""
         if not await self._repo.is_live(attachment_id):

@@ -18,7 +18,7 @@ from obscura.errors import (
     BadRequest, Conflict, InternalError, LengthRequired, NotFound, PayloadTooLarge, PreconditionFailed,
     Unauthorized,
 )
-from obscura.telemetry import Telemetry
+from obscura.telemetry import Telemetry, traced
 
 __all__ = ["BackupService", "BackupStore", "BackupObject", "expected_version"]
 
@@ -85,6 +85,7 @@ class BackupService:
 
     def __init__(self, repo: BackupStore, blobs: BlobStore, telemetry: Telemetry, *, prefix: str,
                  min_bytes: int, max_bytes: int, stale_after_s: float) -> None:
+        self._telemetry = telemetry  # for @traced
         self._repo = repo
         self._blobs = blobs
         self._prefix = prefix
@@ -98,6 +99,7 @@ class BackupService:
         return f"{self._prefix}{device_id}/v{version}"
 
     # -- upload ---------------------------------------------------------------------------------
+    @traced("backups.upload")
     async def upload(self, device_id: uuid.UUID, if_none_match: str | None, if_match: str | None,
                      content_length: int | None, chunks: AsyncIterable[bytes]) -> int:
         """Store a new version of the device's backup and return it (spec §6.2 steps 1-10)."""
@@ -183,6 +185,7 @@ class BackupService:
         slot = await self._repo.get(device_id)
         return None if slot is None else slot.current_version
 
+    @traced("backups.fetch")
     async def fetch(self, device_id: uuid.UUID, if_none_match: str | None, *, body: bool) -> BackupObject:
         """GET (``body=True``) or HEAD. A ``BackupObject`` without blob and size -1 means 304."""
         slot = await self._repo.get(device_id)

@@ -18,7 +18,7 @@ from obscura.errors import Forbidden, NotFound, Unauthorized
 from obscura.services.keys import KeyService
 from obscura.services.accounts import SessionIssuer as AccountSessions
 from obscura.services.tokens import TokenService
-from obscura.telemetry import Telemetry
+from obscura.telemetry import Telemetry, traced
 
 __all__ = ["DeviceService", "DeviceRepo", "DeviceSessionIssuer", "DeletedHook", "disconnect_on_delete",
            "RefreshTokenSessions"]
@@ -75,6 +75,7 @@ class DeviceService:
     def __init__(self, repo: DeviceRepo, keys: KeyService, sessions: DeviceSessionIssuer, tokens: TokenService,
                  telemetry: Telemetry, settings: Settings, *, on_deleted: list[DeletedHook] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        self._telemetry = telemetry  # for @traced
         self._repo = repo
         self._keys = keys
         self._sessions = sessions
@@ -87,6 +88,7 @@ class DeviceService:
         self._known: dict[uuid.UUID, float] = {}  # device -> positive-cache expiry (monotonic)
         self._gone: dict[uuid.UUID, float] = {}  # devices deleted here recently -> expiry
 
+    @traced("devices.create_device")
     async def create_device(self, user_id: uuid.UUID, name: str | None, upload: KeyUpload) -> dict[str, Any]:
         """Device, keys and a device-scoped session in one transaction; the AuthResponse fields.
 
@@ -106,21 +108,25 @@ class DeviceService:
         self._created.add(1)
         return auth
 
+    @traced("devices.list_devices")
     async def list_devices(self, user_id: uuid.UUID) -> list[Device]:
         return await self._repo.list_devices(user_id)
 
+    @traced("devices.get_device")
     async def get_device(self, user_id: uuid.UUID, device_id: uuid.UUID) -> Device:
         device = await self._repo.get_device(user_id, device_id)
         if device is None:
             raise NotFound()  # also for another account's device
         return device
 
+    @traced("devices.rename_device")
     async def rename_device(self, user_id: uuid.UUID, device_id: uuid.UUID, name: str | None) -> Device:
         device = await self._repo.rename_device(user_id, device_id, name)
         if device is None:
             raise NotFound()
         return device
 
+    @traced("devices.delete_device")
     async def delete_device(self, user_id: uuid.UUID, device_id: uuid.UUID) -> None:
         """Delete (FKs cascade keys, inbox, sent-pending messages, push token, backup row, refresh
         tokens: spec §2.7), then forget it locally and run the after-commit hooks."""

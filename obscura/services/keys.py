@@ -13,7 +13,7 @@ from obscura.domain.devices import PreKeyBundle, StoredIdentity
 from obscura.domain.keys import KeyUpload, OneTimePreKey, SignedPreKey
 from obscura.errors import BadRequest, NotFound, Unauthorized
 from obscura.services.xeddsa import verify_signed_prekey
-from obscura.telemetry import Telemetry
+from obscura.telemetry import Telemetry, traced
 
 __all__ = ["KeyService", "KeyRepo"]
 
@@ -42,6 +42,7 @@ class KeyRepo(Protocol):
 
 class KeyService:
     def __init__(self, repo: KeyRepo, coordinator: Coordinator, telemetry: Telemetry, settings: Settings) -> None:
+        self._telemetry = telemetry  # for @traced
         self._repo = repo
         self._coordinator = coordinator
         self._max_prekeys = settings.pre_keys_max
@@ -53,6 +54,7 @@ class KeyService:
                                       "devices found below the one-time prekey refill threshold")
 
     # -- POST /v1/devices/keys -------------------------------------------------------------------
+    @traced("keys.upload_keys")
     async def upload_keys(self, device_id: uuid.UUID, upload: KeyUpload) -> bool:
         """Refill or take over the device's keys in one transaction; True on a takeover.
 
@@ -111,6 +113,7 @@ class KeyService:
         return takeover
 
     # -- GET /v1/users/{userId} -------------------------------------------------------------------
+    @traced("keys.fetch_bundles")
     async def fetch_bundles(self, user_id: uuid.UUID) -> list[PreKeyBundle]:
         """One bundle per keyed device of the user, each consuming one one-time prekey; 404 if none.
 

@@ -13,7 +13,7 @@ from obscura import _speedups
 from obscura._speedups import uuid7
 from obscura.coord import Coordinator, CoordinationError, Event, idempotency_key
 from obscura.errors import BadRequest, PayloadTooLarge, Unauthorized
-from obscura.telemetry import Telemetry
+from obscura.telemetry import Telemetry, traced
 
 __all__ = ["MessageService", "PendingMessage", "SenderGone", "MessageStore", "parse_idempotency_key"]
 
@@ -65,6 +65,7 @@ def parse_idempotency_key(raw: str | None) -> uuid.UUID:
 class MessageService:
     def __init__(self, store: MessageStore, coordinator: Coordinator, telemetry: Telemetry, *,
                  ttl_days: int, batch_limit: int, idempotency_ttl_s: int, push_delay_s: float) -> None:
+        self._telemetry = telemetry  # for @traced
         self._store = store
         self._coord = coordinator
         self._ttl_days = ttl_days
@@ -74,6 +75,7 @@ class MessageService:
         self._sent = telemetry.counter("obscura_messages_sent_total", "inserted message rows")
         self._notified = telemetry.counter("obscura_notifications_sent_total", "recipients per publish attempt")
 
+    @traced("messages.send")
     async def send(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, key: uuid.UUID, body: bytes) -> bytes:
         """Process a SendMessageRequest; returns the encoded SendMessageResponse (b"" = all fine)."""
         cache_key = idempotency_key(sender_device_id, key)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import urllib.parse
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -35,7 +36,8 @@ def with_database(dsn: str, database: str) -> str:
 
 
 async def create_pool(dsn: str, settings: Settings, *, command_timeout_s: float | None = None,
-                      init_timeout_s: float = 30.0) -> asyncpg.Pool:
+                      init_timeout_s: float = 30.0,
+                      query_logger: Callable[[Any], None] | None = None) -> asyncpg.Pool:
     """An asyncpg pool sized and timed by ``settings``; raises DatabaseUnavailable if it cannot connect.
 
     - db_max_connections / db_min_connections: pool bounds (min is clamped to max);
@@ -43,7 +45,8 @@ async def create_pool(dsn: str, settings: Settings, *, command_timeout_s: float 
       the acquire timeout);
     - db_idle_timeout_secs: max_inactive_connection_lifetime (0 = keep idle connections);
     - db_max_lifetime_secs: not an asyncpg option; Database recycles connections (see there);
-    - command_timeout_s: default per-statement timeout, defaults to server_request_timeout_secs.
+    - command_timeout_s: default per-statement timeout, defaults to server_request_timeout_secs;
+    - query_logger: added to every connection (Telemetry.query_logger: statement spans).
     """
     max_size = settings.db_max_connections
     timeout = float(command_timeout_s if command_timeout_s is not None else settings.server_request_timeout_secs)
@@ -58,11 +61,16 @@ async def create_pool(dsn: str, settings: Settings, *, command_timeout_s: float 
                 command_timeout=timeout,
                 server_settings=dict(_SERVER_SETTINGS),
                 reset=_lean_reset,
+                init=None if query_logger is None else functools.partial(_add_query_logger, query_logger),
             )
     except TimeoutError:
         raise DatabaseUnavailable("Database connection timed out") from None
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise DatabaseUnavailable(f"Database connection failed: {exc}") from exc
+
+
+async def _add_query_logger(logger: Callable[[Any], None], conn: asyncpg.Connection) -> None:
+    conn.add_query_logger(logger)
 
 
 async def _lean_reset(conn: asyncpg.Connection) -> None:
@@ -91,7 +99,7 @@ class Database:
                 self._recycle(max_lifetime_s), name="obscura-db-recycler")
 
     @classmethod
-    async def connect(cls, dsn: str, settings: Settings, **pool_kwargs: float) -> Database:
+    async def connect(cls, dsn: str, settings: Settings, **pool_kwargs: Any) -> Database:
         """create_pool(dsn, settings) wrapped in a Database (fatal at startup if it raises, spec §1.3)."""
         pool = await create_pool(dsn, settings, **pool_kwargs)
         return cls(pool, acquire_timeout_s=float(settings.db_acquire_timeout_secs),
