@@ -139,42 +139,38 @@ class Session(WSListener):
     # -- lifecycle -----------------------------------------------------------------------------
     async def _run(self) -> None:
         g = self.gateway
+        counted = False
         started = self._loop.time()
         # One span per session (spec §8.2), never one per frame; ids only.
         span = g.telemetry.start_span("websocket_session", {
             "device.id": str(self.device_id), "request.id": self._request_id,
             "ws.session_id": str(uuid.uuid4())}, server=True)
-        counted = [False]
         try:
             with g.telemetry.session_scope(span):  # logs carry the session's trace; no child spans
-                await self._serve(counted)
+                # Subscribe before the first await: a deletion (DISCONNECT) published while the
+                # prekey count is read must reach this session. A device deleted even earlier
+                # (between its ticket and this upgrade) is seen by the count query itself.
+                self._subscription = g.subscribe(self)
+                if not await self._send_prekey_status_if_low():  # the very first frame when low (§3.3)
+                    self.close()
+                    return
+                g.connections.add(1)
+                counted = True
+                self._spawn(g.messages.cancel_push(self.device_id))
+                # ACK and prekey loops start on first use and the heartbeat is node-wide
+                # (Gateway.heartbeat): an idle session owns one task besides this one.
+                self._tasks.append(self._loop.create_task(self._pump()))
+                self._wake_pump.set()  # the initial drain
+                await self._wait_ended()
         except asyncio.CancelledError:
             pass
         except Exception:  # noqa: BLE001 - one session's failure must not touch others
             log.exception("session failed")
             self.close()
         finally:
-            await self._finish(counted[0])
+            await self._finish(counted)
             g.session_duration.record(self._loop.time() - started)
             span.end()
-
-    async def _serve(self, counted: list[bool]) -> None:
-        g = self.gateway
-        # Subscribe before the first await: a deletion (DISCONNECT) published while the prekey
-        # count is read must reach this session. A device deleted even earlier (between its
-        # ticket and this upgrade) is seen by the count query itself.
-        self._subscription = g.subscribe(self)
-        if not await self._send_prekey_status_if_low():  # the very first frame when low (§3.3)
-            self.close()
-            return
-        g.connections.add(1)
-        counted[0] = True
-        self._spawn(g.messages.cancel_push(self.device_id))
-        # ACK and prekey loops start on first use and the heartbeat is node-wide
-        # (Gateway.heartbeat): an idle session owns one task besides this one.
-        self._tasks.append(self._loop.create_task(self._pump()))
-        self._wake_pump.set()  # the initial drain
-        await self._wait_ended()
 
     async def _wait_ended(self) -> None:
         assert self.transport is not None
