@@ -65,13 +65,15 @@ def _idle_phase(sc: Scenario, servers: list[Server], tokens: list[str]) -> dict:
     time.sleep(0.5)
     rss0 = node.rss_bytes()
     phase, out, procs = CTX.Value("i", 0), CTX.Queue(), []
-    opened = [CTX.RawValue("q", 0) for _ in range(2)]
-    for i in range(2):
-        cfg = {"tokens": tokens, "port": node.port, "count": sc.idle // 2, "concurrency": 50}
+    # One client process holds at most ~15k sockets (the 20,000 open-files limit per process).
+    nprocs = max(2, -(-sc.idle // 15000))
+    opened = [CTX.RawValue("q", 0) for _ in range(nprocs)]
+    for i in range(nprocs):
+        cfg = {"tokens": tokens, "port": node.port, "count": sc.idle // nprocs, "concurrency": 50}
         procs.append(CTX.Process(target=loadgen.idle_main, args=(cfg, phase, opened[i], out)))
     for p in procs:
         p.start()
-    reports = [out.get(timeout=120) for _ in procs]
+    reports = [out.get(timeout=max(120.0, sc.idle / 100)) for _ in procs]
     time.sleep(1.0)
     rss1 = node.rss_bytes()
     phase.value = loadgen.STOP

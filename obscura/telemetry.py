@@ -236,6 +236,9 @@ class Telemetry:
         """Make a long-lived span (a WebSocket session) current for the block, so its log lines
         carry its trace id, but create no child or statement spans below it: a session's fetches
         and deletes happen per message, and spans are never per frame (issue 7 §2)."""
+        if self._pipeline is None:  # nothing traces: no context change (idle sessions stay small)
+            yield
+            return
         token = _no_children.set(True)
         attached = span._p.attach(span._span) if isinstance(span, SpanHandle) else None
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import logging
 import uuid
@@ -28,25 +29,37 @@ _GOING_AWAY = 1001
 
 class Session(WSListener):
     """The picows listener of one device's connection. Frame callbacks are synchronous and never
-    await (picows); the work runs in tasks this session owns and cancels when it ends."""
+    await (picows); the work runs in tasks this session owns and cancels when it ends.
+
+    Idle sessions are most of a node's memory (performance.md goal 4): slots instead of a dict,
+    bare futures instead of asyncio.Event (each Event owns an ~860-byte deque), and the ACK
+    batcher and prekey loop exist only once used."""
+
+    __slots__ = ("gateway", "device_id", "_request_id", "transport", "acks", "_loop", "_last_seen",
+                 "_woken", "_wake_waiter", "_wake_prekeys", "_paused", "_tasks", "_main", "_subscription",
+                 "_closing", "_cancel_push_running", "_acks_task", "_prekey_task", "_sent",
+                 "_fetches_started", "_deleted", "ended", "_pump_task", "_pump_retired", "_newest", "_gone",
+                 "_context")
 
     def __init__(self, gateway: Gateway, device_id: uuid.UUID, request_id: str = "") -> None:
         self.gateway = gateway
         self.device_id = device_id
         self._request_id = request_id
         self.transport: WSTransport | None = None
-        g = gateway
-        self.acks = AckBatcher(self._delete_acked, g.telemetry, batch_size=g.settings.ws_ack_batch_size,
-                               flush_interval_s=g.settings.ws_ack_flush_interval_ms / 1000,
-                               capacity=g.settings.ws_ack_buffer_size)
+        self.acks: AckBatcher | None = None  # created on the first ACK
         self._loop = asyncio.get_running_loop()
         self._last_seen = self._loop.time()
-        self._wake_pump = asyncio.Event()
-        self._wake_prekeys = asyncio.Event()
-        self._writable = asyncio.Event()
-        self._writable.set()
+        self._woken = False  # the pump has a wake-up to serve
+        self._wake_waiter: asyncio.Future | None = None  # the idle pump waits on it
+        self._wake_prekeys: asyncio.Event | None = None  # created with the prekey loop
+        self._paused: asyncio.Future | None = None  # set while picows says the socket is full
         self._tasks: list[asyncio.Task] = []
         self._main: asyncio.Task | None = None
+        self._pump_task: asyncio.Task | None = None
+        self._pump_retired = False  # the heartbeat ended an idle pump; the next wake-up starts one
+        self._newest: dt.datetime | None = None  # created_at of the newest message delivered
+        self._gone: asyncio.Future | None = None  # _run waits on it; set by on_ws_disconnected
+        self._context: contextvars.Context | None = None  # _run's: pumps started later run in it
         self._subscription = None
         self._closing = False
         self._cancel_push_running = False
@@ -77,16 +90,57 @@ class Session(WSListener):
         # PING is answered by picows (auto-pong); PONG only refreshes liveness.
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        # _run sees wait_disconnected() return and finishes (flushing ACKs); only the loops stop here.
+        # _run sees _gone resolve and finishes (flushing ACKs); only the loops stop here.
         self._closing = True
         for task in self._tasks:
             task.cancel()
+        gone = self._gone
+        if gone is not None and not gone.done():
+            gone.set_result(None)
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        if self._paused is None:
+            self._paused = self._loop.create_future()
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        paused, self._paused = self._paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
+    def _wake(self) -> None:
+        self._woken = True
+        waiter = self._wake_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        elif self._pump_retired and self._pump_task is None and not self._closing:
+            self._start_pump()
+
+    async def _wait_woken(self) -> None:
+        while not self._woken:
+            waiter = self._wake_waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                if self._wake_waiter is waiter:
+                    self._wake_waiter = None
+        self._woken = False
+
+    def _start_pump(self) -> None:
+        # In the session's context, not the caller's (a wake-up arrives inside a sender's request).
+        task = self._pump_task = self._loop.create_task(self._pump(), context=self._context)
+        self._tasks.append(task)
+
+    def _retire_idle_pump(self) -> None:
+        """End a pump that waits for work (it costs ~1 KiB per idle session); the next wake-up
+        starts a new one, with the same cursor and sent-set (they live on the session)."""
+        task = self._pump_task
+        if task is None or self._woken or self._wake_waiter is None or self._paused is not None:
+            return  # not started, busy, or about to run
+        self._pump_task = None
+        self._pump_retired = True
+        if task in self._tasks:
+            self._tasks.remove(task)
+        task.cancel()
 
     # -- frames in -----------------------------------------------------------------------------
     def _on_binary(self, payload: memoryview) -> None:
@@ -103,12 +157,19 @@ class Session(WSListener):
             log.info("%d ACK ids of the wrong length ignored", len(value) - len(ids))
         if not ids:
             return
-        self.gateway.acks_received.add(1)
+        g = self.gateway
+        g.acks_received.add(1)
+        acks = self.acks
+        if acks is None:  # created on the first ACK: idle sessions stay small
+            s = g.settings
+            acks = self.acks = AckBatcher(self._delete_acked, g.telemetry, batch_size=s.ws_ack_batch_size,
+                                          flush_interval_s=s.ws_ack_flush_interval_ms / 1000,
+                                          capacity=s.ws_ack_buffer_size)
         # The ids stay in _sent until their rows are deleted (see _delete_acked): until then the
         # pump's lookback re-reads them and must not deliver them a second time.
-        self.acks.add(ids)
-        if self._acks_task is None and not self._closing:  # started on the first ACK: idle sessions stay small
-            self._acks_task = self._loop.create_task(self.acks.run())
+        acks.add(ids)
+        if self._acks_task is None and not self._closing:
+            self._acks_task = self._loop.create_task(acks.run())
             self._tasks.append(self._acks_task)
         if not self._cancel_push_running:  # coalesce: one ZREM in flight per session
             self._cancel_push_running = True
@@ -123,8 +184,10 @@ class Session(WSListener):
     # -- events from the bus -------------------------------------------------------------------
     def on_event(self, event: int) -> None:
         if event == Event.MESSAGE_RECEIVED:
-            self._wake_pump.set()
+            self._wake()
         elif event == Event.PREKEY_LOW:
+            if self._wake_prekeys is None:
+                self._wake_prekeys = asyncio.Event()
             self._wake_prekeys.set()
             if self._prekey_task is None and not self._closing:  # started on the first event
                 self._prekey_task = self._loop.create_task(self._prekey_pump())
@@ -134,7 +197,7 @@ class Session(WSListener):
 
     def resync(self) -> None:
         """After a bus reconnect wake-ups may have been lost: drain again (decisions §4.2)."""
-        self._wake_pump.set()
+        self._wake()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -159,8 +222,9 @@ class Session(WSListener):
                 self._spawn(g.messages.cancel_push(self.device_id))
                 # ACK and prekey loops start on first use and the heartbeat is node-wide
                 # (Gateway.heartbeat): an idle session owns one task besides this one.
-                self._tasks.append(self._loop.create_task(self._pump()))
-                self._wake_pump.set()  # the initial drain
+                self._context = contextvars.copy_context()
+                self._start_pump()
+                self._wake()  # the initial drain
                 await self._wait_ended()
         except asyncio.CancelledError:
             pass
@@ -173,8 +237,14 @@ class Session(WSListener):
             span.end()
 
     async def _wait_ended(self) -> None:
-        assert self.transport is not None
-        await self.transport.wait_disconnected()
+        # Our own future rather than transport.wait_disconnected(): that one shields picows'
+        # future, an extra future and callbacks held by every idle session.
+        transport = self.transport
+        assert transport is not None
+        if transport.is_disconnected:
+            return
+        self._gone = self._loop.create_future()
+        await self._gone
 
     async def _finish(self, counted: bool) -> None:
         self._closing = True
@@ -182,7 +252,8 @@ class Session(WSListener):
             task.cancel()
         self.gateway.detach(self, self._subscription)
         try:
-            await self.acks.flush()  # ACKs received before the end are never lost (§3.3)
+            if self.acks is not None:
+                await self.acks.flush()  # ACKs received before the end are never lost (§3.3)
         finally:
             if counted:
                 self.gateway.connections.add(-1)
@@ -230,10 +301,9 @@ class Session(WSListener):
         limit = g.settings.ws_message_fetch_batch_size
         max_bytes = g.settings.ws_max_batch_bytes
         lookback = g.pump_lookback
-        newest: dt.datetime | None = None
         while True:
-            await self._wake_pump.wait()
-            self._wake_pump.clear()
+            await self._wait_woken()
+            newest = self._newest
             after = None if newest is None else (newest - lookback, _NIL_UUID)
             while not self._closing:
                 self._fetches_started += 1
@@ -244,7 +314,7 @@ class Session(WSListener):
                     break
                 after = (rows[-1].created_at, rows[-1].id)
                 if newest is None or rows[-1].created_at > newest:
-                    newest = rows[-1].created_at
+                    newest = self._newest = rows[-1].created_at
                 fresh = [r for r in rows if r.id not in self._sent]
                 for r in fresh:
                     self._sent[r.id] = r.created_at
@@ -252,8 +322,8 @@ class Session(WSListener):
                 envelopes = [_speedups.encode_envelope(r.id.bytes, r.sender_id.bytes, r.timestamp_ms,
                                                        r.content, r.sender_device_id.bytes) for r in fresh]
                 for batch in _speedups.split_batches(envelopes, max_bytes):
-                    if not self._writable.is_set():
-                        await self._writable.wait()  # backpressure: the socket is full (§3.4 step 6)
+                    while self._paused is not None:
+                        await self._paused  # backpressure: the socket is full (§3.4 step 6)
                     if self._closing:
                         return
                     self.transport.send(WSMsgType.BINARY, _speedups.encode_envelope_batch_frame(batch))
@@ -263,6 +333,15 @@ class Session(WSListener):
                 horizon = newest - lookback
                 for message_id in [k for k, created in self._sent.items() if created < horizon]:
                     del self._sent[message_id]
+            elif not self._woken and not self._closing:
+                # Nothing was ever delivered and the inbox is empty: most idle sessions stay so;
+                # they keep no task (the next wake-up starts one).
+                self._pump_task = None
+                self._pump_retired = True
+                task = asyncio.current_task()
+                if task in self._tasks:
+                    self._tasks.remove(task)
+                return
 
     async def _send_prekey_status_if_low(self) -> bool:
         """False when the device no longer exists."""
@@ -278,10 +357,12 @@ class Session(WSListener):
 
     async def _prekey_pump(self) -> None:
         debounce_s = self.gateway.settings.ws_prekey_debounce_interval_ms / 1000
+        wake = self._wake_prekeys
+        assert wake is not None  # created before this loop starts (on_event)
         while True:
-            await self._wake_prekeys.wait()
+            await wake.wait()
             await asyncio.sleep(debounce_s)
-            self._wake_prekeys.clear()  # wake-ups during the debounce are folded into this one
+            wake.clear()  # wake-ups during the debounce are folded into this one
             if not await self._send_prekey_status_if_low():
                 self.close()
                 return
@@ -297,6 +378,7 @@ class Session(WSListener):
             self.close()
             return
         self.transport.send_ping(b"")
+        self._retire_idle_pump()
 
     async def _delete_acked(self, ids) -> int:
         try:

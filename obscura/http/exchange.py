@@ -234,5 +234,6 @@ def _hand_off(conn: HttpConnection, req: Request, up: _Upgrade, start: float) ->
         return 500
     finally:
         conn.tail.clear()
+        conn.release_parser()
     server.log_access(req.method, req.route, 101, start, req.request_id)
     return 101

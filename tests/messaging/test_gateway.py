@@ -248,6 +248,32 @@ async def test_server_pings_and_drops_a_silent_client(node_factory):
     assert client.pings >= 1
 
 
+async def test_idle_pump_is_retired_and_restarted_by_the_next_message(node_factory):
+    # Idle sessions give up their pump task at a heartbeat (memory, performance.md goal 4); the
+    # next wake-up starts a new one that continues from the same cursor: nothing lost or repeated.
+    node, http = await node_factory(ws_ping_interval_secs=1, ws_ping_timeout_secs=5)
+    alice, bob = await register_user(http), await register_user(http)
+    await send_text(http, alice, bob, b"before")
+    client = await connect(http, bob)
+    try:
+        [first] = await client.envelopes_for(1, timeout_s=5)
+        client.ack(first.id)
+        [session] = [s for s in node.gateway._sessions if s.device_id == bob.device_id]
+        for _ in range(50):  # the heartbeat runs every second
+            if session._pump_task is None:
+                break
+            await asyncio.sleep(0.1)
+        assert session._pump_task is None and session._pump_retired
+        for i in range(3):
+            await send_text(http, alice, bob, b"after%d" % i)
+        envelopes = await client.envelopes_for(3, timeout_s=5)
+        assert sorted(e.message for e in envelopes) == [b"after0", b"after1", b"after2"]
+        assert session._pump_task is not None
+        assert await client.no_envelope_within(0.3)  # "before" was not delivered again
+    finally:
+        await client.close()
+
+
 async def test_pong_while_a_large_backlog_streams(node_factory):
     node, http = await node_factory(ws_message_fetch_batch_size=100)
     alice, bob = await register_user(http), await register_user(http)
