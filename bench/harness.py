@@ -38,7 +38,10 @@ class Server:
     """A real ``python -m obscura serve`` subprocess on 127.0.0.1 (performance.md: the server under test)."""
 
     def __init__(self, env: dict[str, str], *, workers: int = 1) -> None:
-        self.port, self.mgmt_port = free_port(), free_port()
+        self.port = free_port()
+        self.mgmt_port = free_port()
+        while self.mgmt_port == self.port:  # the kernel may hand the same free port out twice; with
+            self.mgmt_port = free_port()    # SO_REUSEPORT both listeners would then share it
         self.data_dir = tempfile.mkdtemp(prefix="obscura-bench-")
         base = {k: v for k, v in os.environ.items() if not k.startswith("OBSCURA_") or k in (
             "OBSCURA_NO_EXTENSIONS", "OBSCURA_REQUIRE_EXTENSIONS")}

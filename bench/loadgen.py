@@ -239,7 +239,10 @@ async def _idle(cfg: dict, phase, opened, out) -> None:
                 return
             ticket = body.split(b'"ticket":"')[1].split(b'"')[0].decode()
             try:
-                transport, _ = await picows.ws_connect(picows.WSListener, f"ws://127.0.0.1:{port}/v1/gateway?ticket={ticket}")
+                # Each process its own loopback source address: one source address has only
+                # ~28k ephemeral ports towards 127.0.0.1:port (ip_local_port_range).
+                transport, _ = await picows.ws_connect(picows.WSListener, f"ws://127.0.0.1:{port}/v1/gateway?ticket={ticket}",
+                                                       local_addr=(cfg.get("source_ip", "127.0.0.1"), 0))
             except Exception:  # noqa: BLE001 - counted, the run goes on
                 failures += 1
                 return

@@ -69,7 +69,8 @@ def _idle_phase(sc: Scenario, servers: list[Server], tokens: list[str]) -> dict:
     nprocs = max(2, -(-sc.idle // 15000))
     opened = [CTX.RawValue("q", 0) for _ in range(nprocs)]
     for i in range(nprocs):
-        cfg = {"tokens": tokens, "port": node.port, "count": sc.idle // nprocs, "concurrency": 50}
+        cfg = {"tokens": tokens, "port": node.port, "count": sc.idle // nprocs, "concurrency": 50,
+               "source_ip": f"127.0.0.{i + 1}"}  # traffic still goes to 127.0.0.1
         procs.append(CTX.Process(target=loadgen.idle_main, args=(cfg, phase, opened[i], out)))
     for p in procs:
         p.start()
