@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from obscura.aio import raise_if_cancelling
 from obscura.config import Settings
 from obscura.coord.base import (
     CoordinationError,
@@ -128,8 +129,11 @@ class RedisCoordinator(Coordinator):
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            # Bounded: redis-py can swallow a cancellation that lands inside get_message(timeout=)
+            # (it becomes "no message"); the loop then sees _closed and ends on its next turn.
+            done, _ = await asyncio.wait({listener}, timeout=self._command_timeout_s + self._health_check_s)
+            if not done:
+                log.warning("bus subscriber did not stop in time")
         for client in (self._sub, self._cmd):
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -290,13 +294,14 @@ class RedisCoordinator(Coordinator):
             raise CoordinationError(f"redis: {type(exc).__name__}") from exc
 
     async def _listen_forever(self) -> None:
-        """Subscribe, dispatch, and on any failure back off and do it again, forever."""
-        while True:
+        """Subscribe, dispatch, and on any failure back off and do it again, until closed."""
+        while not self._closed:
             try:
                 await self._listen_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure means: reconnect
+                raise_if_cancelling()
                 self._subscribed.clear()
                 log.warning("bus subscriber lost (%s); reconnecting", type(exc).__name__)
             delay = self._backoff_s(self._attempt)
@@ -315,7 +320,7 @@ class RedisCoordinator(Coordinator):
         try:
             await pubsub.psubscribe(self._pattern)
             idle_polls = 0
-            while True:
+            while not self._closed:
                 message = await pubsub.get_message(timeout=self._health_check_s)
                 if message is None:
                     # Quiet line: PING it; a second silent period means a dead (half-open) link.

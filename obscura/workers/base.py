@@ -6,6 +6,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from obscura.aio import raise_if_cancelling
+
 __all__ = ["PeriodicWorker"]
 
 
@@ -53,6 +55,7 @@ class PeriodicWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure waits for the next interval
+            raise_if_cancelling()
             self._log.warning("%s cycle failed: %s: %s", self.name, type(exc).__name__, str(exc)[:200])
             if self._on_error is not None:
                 self._on_error(exc)

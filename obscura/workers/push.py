@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from obscura.aio import raise_if_cancelling
 from obscura.coord.base import Coordinator
 from obscura.push.base import PushProvider, PushResult, PushTarget
 from obscura.services.push_tokens import PushTokenService
@@ -90,6 +91,7 @@ class PushWorker:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - a failing store costs one attempt per interval
+                    raise_if_cancelling()
                     log.warning("push worker cycle failed: %s: %s", type(exc).__name__, str(exc)[:200])
                 await asyncio.sleep(self.interval_s)
         finally:

@@ -1,0 +1,33 @@
+"""raise_if_cancelling: a swallowed cancellation still stops a loop (obscura/aio.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from obscura.aio import raise_if_cancelling
+
+
+async def test_a_swallowed_cancel_still_ends_the_loop():
+    give_up = False
+
+    async def loop_that_swallows():
+        while not give_up:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:  # what a library may do: report it as an error
+                try:
+                    raise TimeoutError("lost cancel") from None
+                except Exception:  # noqa: BLE001 - the loop's own "log and carry on"
+                    raise_if_cancelling()
+
+    task = asyncio.create_task(loop_that_swallows())
+    await asyncio.sleep(0.03)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    give_up = True  # without the helper the loop spins on: let it end either way
+    await asyncio.wait({task}, timeout=2)
+    assert done and task.cancelled()
+
+
+async def test_nothing_happens_without_a_cancel():
+    raise_if_cancelling()  # no exception outside a cancelled task
