@@ -75,6 +75,10 @@ class Coordinator(ABC):
     as :class:`CoordinationError`.
     """
 
+    #: True when events published here reach only this process (in-process coordination): the
+    #: sender may then skip the wake-up of a device whose local sessions it served directly.
+    process_local: bool = False
+
     # -- lifecycle -----------------------------------------------------------------------------
     @abstractmethod
     async def start(self) -> None:

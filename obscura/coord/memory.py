@@ -71,6 +71,8 @@ class _ExpiringStore:
 
 
 class MemoryCoordinator(Coordinator):
+    process_local = True
+
     """Same contract as the Redis coordinator, inside one process.
 
     Nothing here awaits, so every operation is atomic with respect to other tasks: ticket

@@ -13,7 +13,7 @@ from obscura.coord import Coordinator, CoordinationError
 from obscura.errors import BadRequest, Unauthorized
 from obscura.gateway.session import Session
 from obscura.http.request import Request
-from obscura.services.messages import MessageService
+from obscura.services.messages import MessageService, PendingMessage
 from obscura.telemetry import Telemetry
 
 __all__ = ["Gateway", "TicketService"]
@@ -65,11 +65,16 @@ class Gateway:
         # send transaction can live, which the request timeout bounds.
         self.pump_lookback = dt.timedelta(seconds=2 * settings.server_request_timeout_secs + 5)
         self._sessions: set[Session] = set()
+        # device -> its session here (a list only when it has several: idle memory)
+        self._by_device: dict[uuid.UUID, Session | list[Session]] = {}
         self._heartbeat_task: asyncio.Task | None = None
         self._unsubscribe_resync = coordinator.on_resync(self._resync)
         self.connections = telemetry.up_down_counter("obscura_websocket_connections", "active sessions")
         self.acks_received = telemetry.counter("obscura_websocket_acks_received_total", "ACK frames with ids")
         self.fetch_batch_size = telemetry.histogram("obscura_message_fetch_batch_size", "rows per pump query")
+        self.direct_deliveries = telemetry.counter("obscura_messages_delivered_directly_total",
+                                                   "messages written to an idle session without an inbox read")
+        messages.local_delivery = self.deliver_local
         self.prekey_threshold_reached = telemetry.counter("obscura_prekey_threshold_reached_total",
                                                           "below-threshold prekey checks")
         self.session_duration = telemetry.histogram("obscura_websocket_session_duration_seconds",
@@ -92,6 +97,13 @@ class Gateway:
 
     def attach(self, session: Session) -> None:
         self._sessions.add(session)
+        present = self._by_device.get(session.device_id)
+        if present is None:
+            self._by_device[session.device_id] = session
+        elif isinstance(present, list):
+            present.append(session)
+        else:
+            self._by_device[session.device_id] = [present, session]
         if self._heartbeat_task is None:
             self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat(), name="gateway-heartbeat")
 
@@ -110,8 +122,33 @@ class Gateway:
 
     def detach(self, session: Session, subscription) -> None:
         self._sessions.discard(session)
+        present = self._by_device.get(session.device_id)
+        if present is session:
+            del self._by_device[session.device_id]
+        elif isinstance(present, list) and session in present:
+            present.remove(session)
+            if len(present) == 1:
+                self._by_device[session.device_id] = present[0]
         if subscription is not None:
             subscription.close()
+
+    def deliver_local(self, by_device: dict[uuid.UUID, list[PendingMessage]]) -> set[uuid.UUID]:
+        """MessageService's hook after a commit: write the new messages to this node's sessions
+        of their devices when those are idle and caught up (Session.deliver_direct); a busy
+        session is left to its pump. Returns the devices every local session of which took them."""
+        served = set()
+        echo = not self._coord.process_local  # the wake-up is still published and comes back
+        for device_id, messages in by_device.items():
+            present = self._by_device.get(device_id)
+            if present is None:
+                continue
+            sessions = present if isinstance(present, list) else (present,)
+            took = [s.deliver_direct(messages, echo) for s in sessions]  # every session tries
+            if any(took):
+                self.direct_deliveries.add(len(messages) * sum(took))
+            if all(took):
+                served.add(device_id)
+        return served
 
     def _resync(self) -> None:
         for session in list(self._sessions):

@@ -7,6 +7,7 @@ import contextvars
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from picows import WSFrame, WSListener, WSMsgType, WSTransport
@@ -17,12 +18,14 @@ from obscura.gateway.acks import AckBatcher
 
 if TYPE_CHECKING:
     from obscura.gateway.gateway import Gateway
+    from obscura.services.messages import PendingMessage
 
 __all__ = ["Session", "SHUTDOWN_REASON"]
 
 log = logging.getLogger("obscura.gateway.session")
 
 SHUTDOWN_REASON = b"Server shutting down"
+_ECHO_WAIT_S = 2.0  # how long a directly delivered message's own bus wake-up is expected
 _NIL_UUID = uuid.UUID(int=0)
 _GOING_AWAY = 1001
 
@@ -39,7 +42,7 @@ class Session(WSListener):
                  "_woken", "_wake_waiter", "_wake_prekeys", "_paused", "_tasks", "_main", "_subscription",
                  "_closing", "_cancel_push_running", "_acks_task", "_prekey_task", "_sent",
                  "_fetches_started", "_deleted", "ended", "_pump_task", "_pump_retired", "_newest", "_gone",
-                 "_context")
+                 "_context", "_fetching", "_echoes", "_echo_until", "_skipped")
 
     def __init__(self, gateway: Gateway, device_id: uuid.UUID, request_id: str = "") -> None:
         self.gateway = gateway
@@ -60,6 +63,10 @@ class Session(WSListener):
         self._newest: dt.datetime | None = None  # created_at of the newest message delivered
         self._gone: asyncio.Future | None = None  # _run waits on it; set by on_ws_disconnected
         self._context: contextvars.Context | None = None  # _run's: pumps started later run in it
+        self._fetching = False  # an inbox read is in flight
+        self._echoes = 0  # bus wake-ups still to come for messages delivered directly (cluster mode)
+        self._echo_until = 0.0
+        self._skipped = False  # a wake-up was taken for an echo since the last drain
         self._subscription = None
         self._closing = False
         self._cancel_push_running = False
@@ -184,6 +191,11 @@ class Session(WSListener):
     # -- events from the bus -------------------------------------------------------------------
     def on_event(self, event: int) -> None:
         if event == Event.MESSAGE_RECEIVED:
+            if self._echoes:
+                self._echoes -= 1
+                if self._loop.time() <= self._echo_until:
+                    self._skipped = True
+                    return  # our own wake-up for a message already delivered directly: no re-read
             self._wake()
         elif event == Event.PREKEY_LOW:
             if self._wake_prekeys is None:
@@ -197,6 +209,7 @@ class Session(WSListener):
 
     def resync(self) -> None:
         """After a bus reconnect wake-ups may have been lost: drain again (decisions §4.2)."""
+        self._echoes = 0
         self._wake()
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -287,6 +300,45 @@ class Session(WSListener):
         if not task.cancelled() and task.exception() is not None:
             log.warning("session task failed: %r", type(task.exception()).__name__)
 
+    # -- delivery ------------------------------------------------------------------------------
+    def deliver_direct(self, messages: list[PendingMessage], expect_echo: bool = False) -> bool:
+        """Write just-committed messages (in order) now, if this session is idle and caught up:
+        its pump waits for work (or was retired), no wake-up is pending, the socket takes data,
+        and nothing it delivered is newer. Otherwise False: the wake-up and the pump deliver them
+        (a message committed late, behind a newer one, always goes through the pump's lookback).
+        They enter _sent like pumped ones, so a later re-read never sends them twice.
+
+        ``expect_echo`` (cluster mode): the sender still publishes the wake-up for other nodes and
+        it comes back here too; that one wake-up is skipped. Whichever wake-up comes first is
+        the one skipped, so a remote message's wake-up may be taken for ours: then ours still
+        follows and drains it. In case ours never comes (a failed publish), the heartbeat drains
+        once whenever a wake-up was skipped since the last drain; a bus reconnect resyncs."""
+        if self._closing or self._context is None or self._woken or self._paused is not None:
+            return False
+        waiter = self._wake_waiter
+        if not (waiter is not None and not waiter.done() or self._pump_task is None and self._pump_retired):
+            return False  # the pump is draining: it alone keeps the order
+        created_at = messages[0].created_at
+        if self._newest is not None and created_at < self._newest:
+            return False
+        self._newest = created_at
+        sent = self._sent
+        for m in messages:
+            sent[m.id] = created_at
+        if expect_echo:
+            self._echoes += 1
+            self._echo_until = self._loop.time() + _ECHO_WAIT_S
+        for frame in self._frames(messages):
+            self.transport.send(WSMsgType.BINARY, frame)
+        return True
+
+    def _frames(self, rows) -> Iterator[bytes]:
+        """EnvelopeBatch frames for these rows, split at ws_max_batch_bytes (§3.4), built one at a time."""
+        envelopes = [_speedups.encode_envelope(r.id.bytes, r.sender_id.bytes, r.timestamp_ms,
+                                               r.content, r.sender_device_id.bytes) for r in rows]
+        for batch in _speedups.split_batches(envelopes, self.gateway.settings.ws_max_batch_bytes):
+            yield _speedups.encode_envelope_batch_frame(batch)
+
     # -- the loops -----------------------------------------------------------------------------
     async def _pump(self) -> None:
         """Drain the inbox after every wake-up; wake-ups during a drain coalesce into one (§3.4).
@@ -299,16 +351,20 @@ class Session(WSListener):
         """
         g = self.gateway
         limit = g.settings.ws_message_fetch_batch_size
-        max_bytes = g.settings.ws_max_batch_bytes
         lookback = g.pump_lookback
         while True:
             await self._wait_woken()
+            self._skipped = False  # this drain covers whatever a skipped wake-up announced
             newest = self._newest
             after = None if newest is None else (newest - lookback, _NIL_UUID)
             while not self._closing:
                 self._fetches_started += 1
                 started = self._fetches_started
-                rows = await g.messages.fetch_pending(self.device_id, after, limit)
+                self._fetching = True
+                try:
+                    rows = await g.messages.fetch_pending(self.device_id, after, limit)
+                finally:
+                    self._fetching = False
                 g.fetch_batch_size.record(len(rows))
                 if not rows:
                     break
@@ -319,20 +375,16 @@ class Session(WSListener):
                 for r in fresh:
                     self._sent[r.id] = r.created_at
                 self._forget_deleted(started)
-                envelopes = [_speedups.encode_envelope(r.id.bytes, r.sender_id.bytes, r.timestamp_ms,
-                                                       r.content, r.sender_device_id.bytes) for r in fresh]
-                for batch in _speedups.split_batches(envelopes, max_bytes):
+                for frame in self._frames(fresh):
                     while self._paused is not None:
                         await self._paused  # backpressure: the socket is full (§3.4 step 6)
                     if self._closing:
                         return
-                    self.transport.send(WSMsgType.BINARY, _speedups.encode_envelope_batch_frame(batch))
+                    self.transport.send(WSMsgType.BINARY, frame)
                 if len(rows) < limit:
                     break
             if newest is not None:
-                horizon = newest - lookback
-                for message_id in [k for k, created in self._sent.items() if created < horizon]:
-                    del self._sent[message_id]
+                self._prune_sent(newest - lookback)
             elif not self._woken and not self._closing:
                 # Nothing was ever delivered and the inbox is empty: most idle sessions stay so;
                 # they keep no task (the next wake-up starts one).
@@ -342,6 +394,12 @@ class Session(WSListener):
                 if task in self._tasks:
                     self._tasks.remove(task)
                 return
+
+    def _prune_sent(self, horizon: dt.datetime) -> None:
+        """Forget delivered ids older than the lookback window: no re-read reaches back that far."""
+        sent = self._sent
+        for message_id in [k for k, created in sent.items() if created < horizon]:
+            del sent[message_id]
 
     async def _send_prekey_status_if_low(self) -> bool:
         """False when the device no longer exists."""
@@ -378,13 +436,26 @@ class Session(WSListener):
             self.close()
             return
         self.transport.send_ping(b"")
+        if self._echoes and now > self._echo_until:
+            self._echoes = 0  # stop expecting an echo that did not come
+        if self._skipped:  # a skipped wake-up might have been a remote one: drain once to be sure
+            self._skipped = False
+            self._wake()
+        if self._sent and self._newest is not None and not self._fetching:
+            # Sessions fed by deliver_direct may not run their pump for a long time.
+            self._prune_sent(self._newest - self.gateway.pump_lookback)
         self._retire_idle_pump()
 
     async def _delete_acked(self, ids) -> int:
         try:
             return await self.gateway.messages.delete_acked(self.device_id, ids)
         finally:
-            self._deleted.append((self._fetches_started, ids))
+            if self._fetching:  # a read in flight may have seen these rows: forget them after it
+                self._deleted.append((self._fetches_started, ids))
+            else:  # every later read starts after the delete: it cannot return them
+                sent = self._sent
+                for message_id in ids:
+                    sent.pop(message_id, None)
 
     def _forget_deleted(self, fetch_number: int) -> None:
         """Drop deleted ids from _sent once a fetch that started after their delete has returned:

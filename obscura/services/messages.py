@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from obscura import _speedups
 from obscura._speedups import uuid7
@@ -15,7 +15,8 @@ from obscura.coord import Coordinator, CoordinationError, Event, idempotency_key
 from obscura.errors import BadRequest, PayloadTooLarge, Unauthorized
 from obscura.telemetry import Telemetry, traced
 
-__all__ = ["MessageService", "PendingMessage", "SenderGone", "MessageStore", "parse_idempotency_key"]
+__all__ = ["MessageService", "PendingMessage", "Enqueued", "LocalDelivery", "SenderGone", "MessageStore",
+           "parse_idempotency_key"]
 
 log = logging.getLogger("obscura.messages")
 
@@ -44,9 +45,20 @@ class PendingMessage:
         return int(self.created_at.timestamp() * 1000)
 
 
+class Enqueued(NamedTuple):
+    existing: set[uuid.UUID]  # target devices that exist
+    inserted: list[tuple[uuid.UUID, uuid.UUID]]  # (message id, target device) of every new row
+    created_at: dt.datetime | None  # of the inserted rows (one statement, one transaction time)
+
+
+#: The gateway's hook: hand committed messages (device -> its new messages, in order) to this
+#: node's sessions; returns the devices whose every local session took them directly.
+LocalDelivery = Callable[[dict[uuid.UUID, list[PendingMessage]]], set[uuid.UUID]]
+
+
 class MessageStore(Protocol):
     async def enqueue(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, ttl_days: int,
-                      rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]]) -> tuple[set[uuid.UUID], list[uuid.UUID]]: ...
+                      rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]]) -> Enqueued: ...
     async def fetch_pending(self, device_id: uuid.UUID, after: tuple[dt.datetime, uuid.UUID] | None,
                             limit: int) -> list[PendingMessage]: ...
     async def delete_acked(self, device_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> int: ...
@@ -72,6 +84,7 @@ class MessageService:
         self._batch_limit = batch_limit
         self._idempotency_ttl_s = idempotency_ttl_s
         self._push_delay_s = push_delay_s
+        self.local_delivery: LocalDelivery | None = None  # set by the gateway (App wiring)
         self._sent = telemetry.counter("obscura_messages_sent_total", "inserted message rows")
         self._notified = telemetry.counter("obscura_notifications_sent_total", "recipients per publish attempt")
 
@@ -94,14 +107,15 @@ class MessageService:
         failures, rows, raw_ids = self._validate(submissions)
         if rows:
             try:
-                existing, inserted = await self._store.enqueue(sender_id, sender_device_id, self._ttl_days, rows)
+                done = await self._store.enqueue(sender_id, sender_device_id, self._ttl_days, rows)
             except SenderGone:
                 raise Unauthorized() from None
             # Existence failures come after all structural ones, in request order (§5.1).
-            failures.extend((raw, *_NOT_FOUND) for raw, row in zip(raw_ids, rows) if row[1] not in existing)
-            if inserted:
-                self._sent.add(len(inserted), {"status": "success"})
-                await self._notify(set(inserted))
+            failures.extend((raw, *_NOT_FOUND) for raw, row in zip(raw_ids, rows) if row[1] not in done.existing)
+            if done.inserted:
+                self._sent.add(len(done.inserted), {"status": "success"})
+                served = self._deliver_locally(sender_id, sender_device_id, rows, done)
+                await self._notify({device for _, device in done.inserted}, served)
         response = _speedups.encode_send_message_response(failures)
         try:
             await self._coord.put_idempotent(cache_key, response, self._idempotency_ttl_s)
@@ -128,10 +142,30 @@ class MessageService:
                 raw_ids.append(bytes(submission_id))
         return failures, rows, raw_ids
 
-    async def _notify(self, devices: set[uuid.UUID]) -> None:
-        """One wake-up (0x01) and one delayed push job per target device, after commit."""
+    def _deliver_locally(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, rows, done: Enqueued,
+                         ) -> set[uuid.UUID]:
+        """Committed rows go straight to this node's idle sessions of their targets: no wake-up
+        and no inbox read for them (performance.md). Returns the devices served completely."""
+        deliver = self.local_delivery
+        if deliver is None or done.created_at is None:
+            return set()
+        contents = {message_id: content for message_id, _, _, content in rows}
+        by_device: dict[uuid.UUID, list[PendingMessage]] = {}
+        for message_id, device in done.inserted:
+            by_device.setdefault(device, []).append(
+                PendingMessage(message_id, sender_id, sender_device_id, contents[message_id], done.created_at))
+        return deliver(by_device)
+
+    async def _notify(self, devices: set[uuid.UUID], served: set[uuid.UUID] = frozenset()) -> None:
+        """One wake-up (0x01) and one delayed push job per target device, after commit.
+
+        With in-process coordination a device whose sessions here took the messages directly
+        needs no wake-up (no other node exists); across nodes every device is woken (its
+        sessions on other nodes, and a local one just re-reads nothing)."""
+        woken = devices - served if self._coord.process_local else devices
         try:
-            await self._coord.publish_many([(d, Event.MESSAGE_RECEIVED) for d in devices])
+            if woken:
+                await self._coord.publish_many([(d, Event.MESSAGE_RECEIVED) for d in woken])
             self._notified.add(len(devices), {"status": "sent"})
         except CoordinationError:
             # The rows are committed: the devices get them on their next drain (decisions §4.11).

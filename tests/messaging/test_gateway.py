@@ -248,7 +248,17 @@ async def test_server_pings_and_drops_a_silent_client(node_factory):
     assert client.pings >= 1
 
 
-async def test_idle_pump_is_retired_and_restarted_by_the_next_message(node_factory):
+async def _retired_session(node, device_id):
+    [session] = [s for s in node.gateway._sessions if s.device_id == device_id]
+    for _ in range(50):  # the heartbeat runs every second
+        if session._pump_retired and session._pump_task is None:
+            break
+        await asyncio.sleep(0.1)
+    assert session._pump_task is None and session._pump_retired
+    return session
+
+
+async def test_idle_pump_is_retired_and_restarted_by_a_wake_up(node_factory):
     # Idle sessions give up their pump task at a heartbeat (memory, performance.md goal 4); the
     # next wake-up starts a new one that continues from the same cursor: nothing lost or repeated.
     node, http = await node_factory(ws_ping_interval_secs=1, ws_ping_timeout_secs=5)
@@ -257,19 +267,47 @@ async def test_idle_pump_is_retired_and_restarted_by_the_next_message(node_facto
     client = await connect(http, bob)
     try:
         [first] = await client.envelopes_for(1, timeout_s=5)
-        client.ack(first.id)
-        [session] = [s for s in node.gateway._sessions if s.device_id == bob.device_id]
-        for _ in range(50):  # the heartbeat runs every second
-            if session._pump_task is None:
-                break
-            await asyncio.sleep(0.1)
-        assert session._pump_task is None and session._pump_retired
-        for i in range(3):
-            await send_text(http, alice, bob, b"after%d" % i)
-        envelopes = await client.envelopes_for(3, timeout_s=5)
-        assert sorted(e.message for e in envelopes) == [b"after0", b"after1", b"after2"]
+        session = await _retired_session(node, bob.device_id)
+        # A row committed without this node's send path (as by another node), then a wake-up.
+        async with node.database.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO messages (id, sender_id, sender_device_id, device_id, submission_id, content, "
+                "expires_at) VALUES ($1, $2, $3, $4, $5, 'late', now() + interval '1 day')",
+                uuid7(), alice.user_id, alice.device_id, bob.device_id, uuid.uuid4())
+        session.resync()
+        [late] = await client.envelopes_for(1, timeout_s=5)
+        assert late.message == b"late"
         assert session._pump_task is not None
-        assert await client.no_envelope_within(0.3)  # "before" was not delivered again
+        assert await client.no_envelope_within(0.3)  # "before" (not ACKed, re-read) is not sent again
+        client.ack(first.id, late.id)
+    finally:
+        await client.close()
+
+
+async def test_idle_session_gets_new_messages_directly_in_order(node_factory):
+    node, http = await node_factory(ws_ping_interval_secs=1, ws_ping_timeout_secs=5)
+    alice, bob = await register_user(http), await register_user(http)
+    client = await connect(http, bob)
+    try:
+        session = await _retired_session(node, bob.device_id)
+        fetches = node.telemetry.value("obscura_message_fetch_batch_size")
+        direct = node.telemetry.value("obscura_messages_delivered_directly_total") or 0
+        await send(http, alice, *[submission(bob.device_id, b"d%d" % i) for i in range(3)])
+        for i in range(3, 6):
+            await send_text(http, alice, bob, b"d%d" % i)
+        envelopes = await client.envelopes_for(6, timeout_s=5)
+        assert [e.message for e in envelopes] == [b"d%d" % i for i in range(6)]
+        assert node.telemetry.value("obscura_messages_delivered_directly_total") == direct + 6
+        assert node.telemetry.value("obscura_message_fetch_batch_size") == fetches  # no inbox read
+        assert session._pump_task is None  # no pump was needed
+        client.ack(*[e.id for e in envelopes])
+        async with node.database.acquire() as conn:
+            for _ in range(50):
+                if not await conn.fetchval("SELECT count(*) FROM messages WHERE device_id = $1", bob.device_id):
+                    break
+                await asyncio.sleep(0.1)
+            assert await conn.fetchval("SELECT count(*) FROM messages WHERE device_id = $1", bob.device_id) == 0
+        assert not session._sent  # ACKed and deleted: forgotten at once (no read was in flight)
     finally:
         await client.close()
 
@@ -430,3 +468,59 @@ async def test_ticket_whose_stored_value_is_not_a_device_id_is_401(settings_fact
                 "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
         assert res.status_code == 401  # and the ticket was consumed by the first attempt
+
+
+# -- direct delivery across nodes (Redis) ---------------------------------------------------------
+
+@pytest.fixture
+async def redis_node(node_factory, redis_url):
+    from tests.fixtures.redis import unique_redis_prefix
+    prefix = unique_redis_prefix()
+    return await node_factory(pubsub_url=redis_url, notifications_channel_prefix=prefix,
+                              notifications_push_queue_key=prefix + "jobs",
+                              ws_ping_interval_secs=60)  # heartbeats only when a test calls one
+
+
+async def test_cluster_mode_direct_delivery_skips_its_own_echo(redis_node):
+    node, http = redis_node
+    alice, bob = await register_user(http), await register_user(http)
+    client = await connect(http, bob)
+    try:
+        session = await _retired_session(node, bob.device_id)
+        fetches = node.telemetry.value("obscura_message_fetch_batch_size")
+        await send_text(http, alice, bob, b"one")
+        [env] = await client.envelopes_for(1, timeout_s=5)
+        assert env.message == b"one"
+        await asyncio.sleep(0.3)  # the wake-up went out through Redis and came back
+        assert session._echoes == 0  # it came, and was recognised as ours
+        assert node.telemetry.value("obscura_message_fetch_batch_size") == fetches  # no re-read
+        assert await client.no_envelope_within(0.2)
+    finally:
+        await client.close()
+
+
+async def test_a_skipped_remote_wake_up_is_drained_when_the_echo_never_comes(redis_node):
+    # A wake-up taken for our own echo while the echo itself is lost: the heartbeat drains once.
+    node, http = redis_node
+    alice, bob = await register_user(http), await register_user(http)
+    client = await connect(http, bob)
+    try:
+        session = await _retired_session(node, bob.device_id)
+        session._echoes, session._echo_until = 1, asyncio.get_running_loop().time() + 0.5
+        async with node.database.acquire() as conn:  # committed by "another node"
+            await conn.execute(
+                "INSERT INTO messages (id, sender_id, sender_device_id, device_id, submission_id, content, "
+                "expires_at) VALUES ($1, $2, $3, $4, $5, 'remote', now() + interval '1 day')",
+                uuid7(), alice.user_id, alice.device_id, bob.device_id, uuid.uuid4())
+        await node.coordinator.publish(bob.device_id, 1)  # its wake-up: skipped as our echo
+        for _ in range(50):
+            if session._skipped:
+                break
+            await asyncio.sleep(0.05)
+        assert session._skipped and session._echoes == 0
+        assert await client.no_envelope_within(0.3)
+        session.heartbeat(asyncio.get_running_loop().time())  # the next heartbeat drains once
+        [env] = await client.envelopes_for(1, timeout_s=5)
+        assert env.message == b"remote" and not session._skipped
+    finally:
+        await client.close()

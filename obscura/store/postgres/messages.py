@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from obscura.services.messages import PendingMessage, SenderGone
+from obscura.services.messages import Enqueued, PendingMessage, SenderGone
 from obscura.store.postgres.pool import Database
 
 __all__ = ["MessageRepo"]
@@ -30,7 +30,7 @@ ins AS (
     ON CONFLICT (sender_device_id, submission_id) DO NOTHING
     RETURNING id
 )
-SELECT true AS target, id FROM t UNION ALL SELECT false, id FROM ins
+SELECT true AS target, id, now() AS at FROM t UNION ALL SELECT false, id, now() FROM ins
 """
 
 _FETCH_FIRST = """
@@ -108,10 +108,11 @@ class MessageRepo:
         return {r["id"] for r in rows}
 
     async def enqueue(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, ttl_days: int,
-                      rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]]) -> tuple[set[uuid.UUID], list[uuid.UUID]]:
+                      rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]]) -> Enqueued:
         """Insert (message id, target device, submission id, content) rows, durably committed.
 
-        Returns (targets that exist, target device of every inserted row). Rows for unknown
+        Returns the targets that exist, (message id, target device) of every inserted row and
+        their ``created_at`` (one value: the statement's transaction time). Rows for unknown
         devices and duplicates of an earlier submission by this device are not inserted.
         Group commit: every send queued during one event-loop tick shares one statement and one
         commit (performance.md: one round trip and one WAL flush instead of one per request).
@@ -173,8 +174,10 @@ class MessageRepo:
                                      submissions, contents, batch[0].ttl_days)
         existing = {r["id"] for r in found if r["target"]}
         inserted = {r["id"] for r in found if not r["target"]}
-        return [({t for _, t, _, _ in send.rows if t in existing},
-                 [t for message_id, t, _, _ in send.rows if message_id in inserted]) for send in batch]
+        created_at = found[0]["at"] if found else None  # now(): every row of the statement has it
+        return [Enqueued({t for _, t, _, _ in send.rows if t in existing},
+                         [(message_id, t) for message_id, t, _, _ in send.rows if message_id in inserted],
+                         created_at) for send in batch]
 
     async def fetch_pending(self, device_id: uuid.UUID, after: tuple[dt.datetime, uuid.UUID] | None,
                             limit: int) -> list[PendingMessage]:
