@@ -323,13 +323,17 @@ class Session(WSListener):
             return False
         self._newest = created_at
         sent = self._sent
+        # The pump may have read some of them between their commit and this call (a wake-up
+        # for another message): those are already delivered.
+        messages = [m for m in messages if m.id not in sent]
         for m in messages:
             sent[m.id] = created_at
         if expect_echo:
             self._echoes += 1
             self._echo_until = self._loop.time() + _ECHO_WAIT_S
-        for frame in self._frames(messages):
-            self.transport.send(WSMsgType.BINARY, frame)
+        if messages:
+            for frame in self._frames(messages):
+                self.transport.send(WSMsgType.BINARY, frame)
         return True
 
     def _frames(self, rows) -> Iterator[bytes]:

@@ -284,6 +284,35 @@ async def test_idle_pump_is_retired_and_restarted_by_a_wake_up(node_factory):
         await client.close()
 
 
+async def test_direct_delivery_skips_what_the_pump_already_sent(node_factory):
+    # The race the relay driver found: a commit, then the pump (woken for another message) reads
+    # and sends the new row, then the sender's direct hand-off arrives with the same row.
+    from obscura.services.messages import PendingMessage
+    node, http = await node_factory()
+    alice, bob = await register_user(http), await register_user(http)
+    client = await connect(http, bob)
+    try:
+        session = await _retired_session(node, bob.device_id)
+        message_id = uuid7()
+        async with node.database.acquire() as conn:
+            created_at = await conn.fetchval(
+                "INSERT INTO messages (id, sender_id, sender_device_id, device_id, submission_id, content, "
+                "expires_at) VALUES ($1, $2, $3, $4, $5, 'raced', now() + interval '1 day') RETURNING created_at",
+                message_id, alice.user_id, alice.device_id, bob.device_id, uuid.uuid4())
+        session.resync()  # the pump reads it
+        [env] = await client.envelopes_for(1, timeout_s=5)
+        assert env.message == b"raced"
+        for _ in range(50):  # until the pump is idle again
+            if session._wake_waiter is not None or session._pump_task is None:
+                break
+            await asyncio.sleep(0.02)
+        late = PendingMessage(message_id, alice.user_id, alice.device_id, b"raced", created_at)
+        assert session.deliver_direct([late])  # taken, and nothing is sent twice
+        assert await client.no_envelope_within(0.3)
+    finally:
+        await client.close()
+
+
 async def test_idle_session_gets_new_messages_directly_in_order(node_factory):
     node, http = await node_factory(ws_ping_interval_secs=1, ws_ping_timeout_secs=5)
     alice, bob = await register_user(http), await register_user(http)
