@@ -31,3 +31,27 @@ async def test_a_swallowed_cancel_still_ends_the_loop():
 
 async def test_nothing_happens_without_a_cancel():
     raise_if_cancelling()  # no exception outside a cancelled task
+
+
+async def test_a_cancel_swallowed_without_an_error_ends_the_loop_after_its_cycle():
+    give_up = False
+
+    async def quietly_swallowing_call():
+        try:
+            await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            return None  # a library that treats the cancel as "no result"
+
+    async def loop():
+        while not give_up:
+            await quietly_swallowing_call()
+            raise_if_cancelling()
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0.03)
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=2)
+    give_up = True
+    await asyncio.wait({task}, timeout=2)
+    assert done and task.cancelled()

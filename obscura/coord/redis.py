@@ -322,6 +322,7 @@ class RedisCoordinator(Coordinator):
             idle_polls = 0
             while not self._closed:
                 message = await pubsub.get_message(timeout=self._health_check_s)
+                raise_if_cancelling()  # redis-py may turn a cancel into "no message"
                 if message is None:
                     # Quiet line: PING it; a second silent period means a dead (half-open) link.
                     idle_polls += 1

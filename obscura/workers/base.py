@@ -65,4 +65,5 @@ class PeriodicWorker:
     async def _run(self) -> None:
         while True:
             await self.run_once()
+            raise_if_cancelling()  # a cancel a library swallowed during the cycle
             await asyncio.sleep(self.interval_s)

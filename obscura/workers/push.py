@@ -93,6 +93,9 @@ class PushWorker:
                 except Exception as exc:  # noqa: BLE001 - a failing store costs one attempt per interval
                     raise_if_cancelling()
                     log.warning("push worker cycle failed: %s: %s", type(exc).__name__, str(exc)[:200])
+                # A tick can also return normally with the cancel swallowed inside a client
+                # library (seen with ten workers racing on one Redis): stop here, not a tick later.
+                raise_if_cancelling()
                 await asyncio.sleep(self.interval_s)
         finally:
             # Cancelled sends keep their (leased) jobs: they are retried when the lease ends.
