@@ -65,6 +65,8 @@ class Gateway:
         # send transaction can live, which the request timeout bounds.
         self.pump_lookback = dt.timedelta(seconds=2 * settings.server_request_timeout_secs + 5)
         self._sessions: set[Session] = set()
+        self._cancels: set[uuid.UUID] = set()  # devices whose push job is cancelled at the next tick
+        self._cancel_tasks: set[asyncio.Task] = set()
         # device -> its session here (a list only when it has several: idle memory)
         self._by_device: dict[uuid.UUID, Session | list[Session]] = {}
         self._heartbeat_task: asyncio.Task | None = None
@@ -132,6 +134,19 @@ class Gateway:
         if subscription is not None:
             subscription.close()
 
+    def cancel_push_soon(self, device_id: uuid.UUID) -> None:
+        """Cancel the device's pending push job (on connect and on every ACK, spec §6.3); the
+        cancels of one loop tick go out as one coordinator call instead of a task per ACK frame."""
+        if not self._cancels:
+            asyncio.get_running_loop().call_soon(self._flush_cancels)
+        self._cancels.add(device_id)
+
+    def _flush_cancels(self) -> None:
+        devices, self._cancels = list(self._cancels), set()
+        task = asyncio.get_running_loop().create_task(self.messages.cancel_push(devices))
+        self._cancel_tasks.add(task)  # referenced until done
+        task.add_done_callback(self._cancel_tasks.discard)
+
     def deliver_local(self, by_device: dict[uuid.UUID, list[PendingMessage]]) -> set[uuid.UUID]:
         """MessageService's hook after a commit: write the new messages to this node's sessions
         of their devices when those are idle and caught up (Session.deliver_direct); a busy
@@ -143,12 +158,21 @@ class Gateway:
             if present is None:
                 continue
             sessions = present if isinstance(present, list) else (present,)
-            took = [s.deliver_direct(messages, echo) for s in sessions]  # every session tries
+            took = [self._try_direct(s, messages, echo) for s in sessions]  # every session tries
             if any(took):
                 self.direct_deliveries.add(len(messages) * sum(took))
             if all(took):
                 served.add(device_id)
         return served
+
+    @staticmethod
+    def _try_direct(session: Session, messages: list[PendingMessage], echo: bool) -> bool:
+        # Runs inside the sender's request: a broken socket must not fail an accepted send.
+        try:
+            return session.deliver_direct(messages, echo)
+        except Exception:  # noqa: BLE001 - the rows are committed; that session's next drain has them
+            log.warning("direct delivery to a session failed", exc_info=True)
+            return False
 
     def _resync(self) -> None:
         for session in list(self._sessions):

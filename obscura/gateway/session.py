@@ -40,7 +40,7 @@ class Session(WSListener):
 
     __slots__ = ("gateway", "device_id", "_request_id", "transport", "acks", "_loop", "_last_seen",
                  "_woken", "_wake_waiter", "_wake_prekeys", "_paused", "_tasks", "_main", "_subscription",
-                 "_closing", "_cancel_push_running", "_acks_task", "_prekey_task", "_sent",
+                 "_closing", "_acks_task", "_prekey_task", "_sent",
                  "_fetches_started", "_deleted", "ended", "_pump_task", "_pump_retired", "_newest", "_gone",
                  "_context", "_fetching", "_echoes", "_echo_until", "_skipped")
 
@@ -69,7 +69,6 @@ class Session(WSListener):
         self._skipped = False  # a wake-up was taken for an echo since the last drain
         self._subscription = None
         self._closing = False
-        self._cancel_push_running = False
         self._acks_task: asyncio.Task | None = None
         self._prekey_task: asyncio.Task | None = None
         self._sent: dict[uuid.UUID, dt.datetime] = {}  # delivered in this session, rows not yet gone
@@ -178,15 +177,7 @@ class Session(WSListener):
         if self._acks_task is None and not self._closing:
             self._acks_task = self._loop.create_task(acks.run())
             self._tasks.append(self._acks_task)
-        if not self._cancel_push_running:  # coalesce: one ZREM in flight per session
-            self._cancel_push_running = True
-            self._spawn(self._cancel_push())
-
-    async def _cancel_push(self) -> None:
-        try:
-            await self.gateway.messages.cancel_push(self.device_id)
-        finally:
-            self._cancel_push_running = False
+        g.cancel_push_soon(self.device_id)  # the node batches them: one call per loop tick
 
     # -- events from the bus -------------------------------------------------------------------
     def on_event(self, event: int) -> None:
@@ -232,7 +223,7 @@ class Session(WSListener):
                     return
                 g.connections.add(1)
                 counted = True
-                self._spawn(g.messages.cancel_push(self.device_id))
+                g.cancel_push_soon(self.device_id)
                 # ACK and prekey loops start on first use and the heartbeat is node-wide
                 # (Gateway.heartbeat): an idle session owns one task besides this one.
                 self._context = contextvars.copy_context()

@@ -184,8 +184,9 @@ class MessageService:
     async def delete_acked(self, device_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> int:
         return await self._store.delete_acked(device_id, message_ids)
 
-    async def cancel_push(self, device_id: uuid.UUID) -> None:
+    async def cancel_push(self, device_ids: Sequence[uuid.UUID]) -> None:
+        """Drop the pending push jobs of these devices (they are online and acknowledging)."""
         try:
-            await self._coord.cancel_push([device_id])
+            await self._coord.cancel_push(device_ids)
         except CoordinationError:
             log.warning("cancelling a push job failed")
