@@ -20,8 +20,14 @@ class AckBatcher:
     """Collects ACKed ids and deletes them every ``batch_size`` ids or ``flush_interval_s``.
 
     ``add`` never blocks: beyond ``capacity`` unflushed ids the rest are dropped (counted); those
-    messages simply stay queued and come back on the next connection.
+    messages simply stay queued and come back on the next connection. No task lives between
+    deletes: a timer (armed by the first id) or a full batch starts one, and it deletes until
+    fewer than a batch remain; one delete at a time per session. (A loop waiting on an event with
+    ``wait_for`` cost a task and a timer per ACK frame: performance.md.)
     """
+
+    __slots__ = ("_delete", "_batch_size", "_flush_interval_s", "_capacity", "_pending", "_loop", "_timer",
+                 "_running", "_closed", "_dropped", "_batch_sizes")
 
     def __init__(self, delete: DeleteFn, telemetry: Telemetry, *, batch_size: int, flush_interval_s: float,
                  capacity: int) -> None:
@@ -30,7 +36,10 @@ class AckBatcher:
         self._flush_interval_s = flush_interval_s
         self._capacity = capacity
         self._pending: list[uuid.UUID] = []
-        self._arrived = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+        self._running: asyncio.Task[None] | None = None  # the delete(s) in progress
+        self._closed = False
         self._dropped = telemetry.counter("obscura_websocket_ack_dropped_total", "ACK ids dropped")
         self._batch_sizes = telemetry.histogram("obscura_websocket_ack_batch_size", "ids per ACK delete")
 
@@ -41,28 +50,35 @@ class AckBatcher:
             log.warning("ACK buffer full: %d ids dropped", dropped)
             self._dropped.add(dropped)
             ids = ids[:max(room, 0)]
-        if ids:
-            self._pending.extend(ids)
-            self._arrived.set()
+        if not ids:
+            return
+        self._pending.extend(ids)
+        if self._running is not None or self._closed:
+            return  # the running drain (or the final flush) takes them
+        if len(self._pending) >= self._batch_size:
+            self._start(everything=False)
+        elif self._timer is None:
+            self._timer = self._loop.call_later(self._flush_interval_s, self._on_timer)
 
-    async def run(self) -> None:
-        """Until cancelled: wait for a first id, collect until full or the timer fires, delete."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._arrived.wait()
-            deadline = loop.time() + self._flush_interval_s
-            while len(self._pending) < self._batch_size:
-                self._arrived.clear()
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except (TimeoutError, asyncio.TimeoutError):
-                    break
-            await self._flush_once()
-            if not self._pending:
-                self._arrived.clear()
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._running is None and not self._closed:
+            self._start(everything=True)  # the oldest id has waited flush_interval_s
+
+    def _start(self, *, everything: bool) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._running = self._loop.create_task(self._drain(everything))
+
+    async def _drain(self, everything: bool) -> None:
+        try:
+            while self._pending and (everything or len(self._pending) >= self._batch_size):
+                await self._flush_once()
+        finally:
+            self._running = None
+            if self._pending and self._timer is None and not self._closed:
+                self._timer = self._loop.call_later(self._flush_interval_s, self._on_timer)
 
     async def _flush_once(self) -> None:
         batch, self._pending = self._pending[:self._batch_size], self._pending[self._batch_size:]
@@ -75,6 +91,12 @@ class AckBatcher:
             log.exception("deleting %d ACKed messages failed", len(batch))
 
     async def flush(self) -> None:
-        """Delete everything still pending (the session is ending)."""
+        """Delete everything still pending (the session is ending); waits for a delete in flight."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._running is not None:
+            await asyncio.wait({self._running})
         while self._pending:
             await self._flush_once()

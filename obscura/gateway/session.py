@@ -40,7 +40,7 @@ class Session(WSListener):
 
     __slots__ = ("gateway", "device_id", "_request_id", "transport", "acks", "_loop", "_last_seen",
                  "_woken", "_wake_waiter", "_wake_prekeys", "_paused", "_tasks", "_main", "_subscription",
-                 "_closing", "_acks_task", "_prekey_task", "_sent",
+                 "_closing", "_prekey_task", "_sent",
                  "_fetches_started", "_deleted", "ended", "_pump_task", "_pump_retired", "_newest", "_gone",
                  "_context", "_fetching", "_echoes", "_echo_until", "_skipped")
 
@@ -69,7 +69,6 @@ class Session(WSListener):
         self._skipped = False  # a wake-up was taken for an echo since the last drain
         self._subscription = None
         self._closing = False
-        self._acks_task: asyncio.Task | None = None
         self._prekey_task: asyncio.Task | None = None
         self._sent: dict[uuid.UUID, dt.datetime] = {}  # delivered in this session, rows not yet gone
         self._fetches_started = 0
@@ -174,9 +173,6 @@ class Session(WSListener):
         # The ids stay in _sent until their rows are deleted (see _delete_acked): until then the
         # pump's lookback re-reads them and must not deliver them a second time.
         acks.add(ids)
-        if self._acks_task is None and not self._closing:
-            self._acks_task = self._loop.create_task(acks.run())
-            self._tasks.append(self._acks_task)
         g.cancel_push_soon(self.device_id)  # the node batches them: one call per loop tick
 
     # -- events from the bus -------------------------------------------------------------------
