@@ -35,6 +35,10 @@ class AttachmentCleanupWorker:
     def start(self) -> asyncio.Task[None]:
         return self._loop.start()
 
+    async def stop(self) -> None:
+        """Cancel the loop and wait for it (a cycle in progress is cancelled)."""
+        await self._loop.stop()
+
     async def cleanup_batch(self) -> int:
         """One batch; returns how many attachments were deleted."""
         _selected, deleted, _failed = await self._service.delete_expired_batch(self.batch_size)

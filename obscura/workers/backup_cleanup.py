@@ -35,6 +35,10 @@ class BackupCleanupWorker:
     def start(self) -> asyncio.Task[None]:
         return self._loop.start()
 
+    async def stop(self) -> None:
+        """Cancel the loop and wait for it (a cycle in progress is cancelled)."""
+        await self._loop.stop()
+
     async def cleanup_stale(self) -> int:
         """One batch; returns how many slots were reset."""
         _selected, reset, failed = await self._service.reset_stale_batch(self.batch_size)

@@ -85,6 +85,7 @@ async def test_broken_store_backup_is_500_and_releases_the_slot(node: Node):
 
 
 async def test_attachment_cleanup_is_bounded_when_deletes_fail(node: Node):
+    await node.app.attachment_cleanup.stop()  # the node's own worker would race this test's cycles
     async with node.app.database.acquire() as conn:
         await conn.executemany("INSERT INTO attachments (id, expires_at) VALUES ($1, now() - interval '1 day')",
                                [(uuid.uuid4(),) for _ in range(250)])
@@ -104,6 +105,7 @@ async def test_attachment_cleanup_is_bounded_when_deletes_fail(node: Node):
 
 
 async def test_backup_cleanup_is_bounded_when_deletes_fail(node: Node):
+    await node.app.backup_cleanup.stop()  # the node's own worker would race this test's cycles
     devs = [await node.device() for _ in range(3)]
     for dev in devs:
         await node.execute("INSERT INTO backups (device_id, current_version, pending_version, state, pending_at) "
