@@ -276,17 +276,6 @@ class Session(WSListener):
     def close_for_shutdown(self) -> None:
         self.close(_GOING_AWAY, SHUTDOWN_REASON)
 
-    def _spawn(self, coro) -> None:
-        task = self._loop.create_task(coro)
-        self._tasks.append(task)
-        task.add_done_callback(self._forget)
-
-    def _forget(self, task: asyncio.Task) -> None:
-        if task in self._tasks:
-            self._tasks.remove(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("session task failed: %r", type(task.exception()).__name__)
-
     # -- delivery ------------------------------------------------------------------------------
     def deliver_direct(self, messages: list[PendingMessage], expect_echo: bool = False) -> bool:
         """Write just-committed messages (in order) now, if this session is idle and caught up:

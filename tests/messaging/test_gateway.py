@@ -258,6 +258,25 @@ async def _retired_session(node, device_id):
     return session
 
 
+async def _commit_elsewhere(node, sender, recipient, content: bytes):
+    """A message row committed without this node's send path (as by another node): no wake-up,
+    no direct hand-off. Returns (message id, created_at)."""
+    message_id = uuid7()
+    async with node.database.acquire() as conn:
+        created_at = await conn.fetchval(
+            "INSERT INTO messages (id, sender_id, sender_device_id, device_id, submission_id, content, "
+            "expires_at) VALUES ($1, $2, $3, $4, $5, $6, now() + interval '1 day') RETURNING created_at",
+            message_id, sender.user_id, sender.device_id, recipient.device_id, uuid.uuid4(), content)
+    return message_id, created_at
+
+
+async def _idle_pair(node, http):
+    """Alice, and Bob online with a retired pump: (alice, bob, bob's client, bob's session)."""
+    alice, bob = await register_user(http), await register_user(http)
+    client = await connect(http, bob)
+    return alice, bob, client, await _retired_session(node, bob.device_id)
+
+
 async def test_idle_pump_is_retired_and_restarted_by_a_wake_up(node_factory):
     # Idle sessions give up their pump task at a heartbeat (memory, performance.md goal 4); the
     # next wake-up starts a new one that continues from the same cursor: nothing lost or repeated.
@@ -268,12 +287,7 @@ async def test_idle_pump_is_retired_and_restarted_by_a_wake_up(node_factory):
     try:
         [first] = await client.envelopes_for(1, timeout_s=5)
         session = await _retired_session(node, bob.device_id)
-        # A row committed without this node's send path (as by another node), then a wake-up.
-        async with node.database.acquire() as conn:
-            await conn.execute(
-                "INSERT INTO messages (id, sender_id, sender_device_id, device_id, submission_id, content, "
-                "expires_at) VALUES ($1, $2, $3, $4, $5, 'late', now() + interval '1 day')",
-                uuid7(), alice.user_id, alice.device_id, bob.device_id, uuid.uuid4())
+        await _commit_elsewhere(node, alice, bob, b"late")  # then a wake-up
         session.resync()
         [late] = await client.envelopes_for(1, timeout_s=5)
         assert late.message == b"late"
@@ -289,16 +303,9 @@ async def test_direct_delivery_skips_what_the_pump_already_sent(node_factory):
     # and sends the new row, then the sender's direct hand-off arrives with the same row.
     from obscura.services.messages import PendingMessage
     node, http = await node_factory()
-    alice, bob = await register_user(http), await register_user(http)
-    client = await connect(http, bob)
+    alice, bob, client, session = await _idle_pair(node, http)
     try:
-        session = await _retired_session(node, bob.device_id)
-        message_id = uuid7()
-        async with node.database.acquire() as conn:
-            created_at = await conn.fetchval(
-                "INSERT INTO messages (id, sender_id, sender_device_id, device_id, submission_id, content, "
-                "expires_at) VALUES ($1, $2, $3, $4, $5, 'raced', now() + interval '1 day') RETURNING created_at",
-                message_id, alice.user_id, alice.device_id, bob.device_id, uuid.uuid4())
+        message_id, created_at = await _commit_elsewhere(node, alice, bob, b"raced")
         session.resync()  # the pump reads it
         [env] = await client.envelopes_for(1, timeout_s=5)
         assert env.message == b"raced"
@@ -315,10 +322,8 @@ async def test_direct_delivery_skips_what_the_pump_already_sent(node_factory):
 
 async def test_idle_session_gets_new_messages_directly_in_order(node_factory):
     node, http = await node_factory(ws_ping_interval_secs=1, ws_ping_timeout_secs=5)
-    alice, bob = await register_user(http), await register_user(http)
-    client = await connect(http, bob)
+    alice, bob, client, session = await _idle_pair(node, http)
     try:
-        session = await _retired_session(node, bob.device_id)
         fetches = node.telemetry.value("obscura_message_fetch_batch_size")
         direct = node.telemetry.value("obscura_messages_delivered_directly_total") or 0
         await send(http, alice, *[submission(bob.device_id, b"d%d" % i) for i in range(3)])
@@ -512,10 +517,8 @@ async def redis_node(node_factory, redis_url):
 
 async def test_cluster_mode_direct_delivery_skips_its_own_echo(redis_node):
     node, http = redis_node
-    alice, bob = await register_user(http), await register_user(http)
-    client = await connect(http, bob)
+    alice, bob, client, session = await _idle_pair(node, http)
     try:
-        session = await _retired_session(node, bob.device_id)
         fetches = node.telemetry.value("obscura_message_fetch_batch_size")
         await send_text(http, alice, bob, b"one")
         [env] = await client.envelopes_for(1, timeout_s=5)
@@ -531,16 +534,10 @@ async def test_cluster_mode_direct_delivery_skips_its_own_echo(redis_node):
 async def test_a_skipped_remote_wake_up_is_drained_when_the_echo_never_comes(redis_node):
     # A wake-up taken for our own echo while the echo itself is lost: the heartbeat drains once.
     node, http = redis_node
-    alice, bob = await register_user(http), await register_user(http)
-    client = await connect(http, bob)
+    alice, bob, client, session = await _idle_pair(node, http)
     try:
-        session = await _retired_session(node, bob.device_id)
         session._echoes, session._echo_until = 1, asyncio.get_running_loop().time() + 0.5
-        async with node.database.acquire() as conn:  # committed by "another node"
-            await conn.execute(
-                "INSERT INTO messages (id, sender_id, sender_device_id, device_id, submission_id, content, "
-                "expires_at) VALUES ($1, $2, $3, $4, $5, 'remote', now() + interval '1 day')",
-                uuid7(), alice.user_id, alice.device_id, bob.device_id, uuid.uuid4())
+        await _commit_elsewhere(node, alice, bob, b"remote")
         await node.coordinator.publish(bob.device_id, 1)  # its wake-up: skipped as our echo
         for _ in range(50):
             if session._skipped:
