@@ -28,6 +28,7 @@ from obscura.coord.base import (
     checked_ttl_s,
     ticket_key,
 )
+from obscura.coord.resp import RespError, RespProtocol, encode_command, open_connection
 from obscura.coord.router import LocalRouter
 from obscura.coord.wire import (
     channel_name,
@@ -55,12 +56,14 @@ return jobs
 
 
 class RedisCoordinator(Coordinator):
-    """Coordinator on ``redis.asyncio``.
+    """Coordinator on Redis: the per-message commands and the subscriber on the lean RESP client
+    (``obscura.coord.resp``), the rare ones (tickets, the lease script) on ``redis.asyncio``.
 
-    One pooled command client (socket timeouts on every call) and one dedicated subscriber
-    connection with a single ``PSUBSCRIBE <prefix>*`` (spec §1.5). The listener task owned by this
-    object reconnects forever with capped exponential backoff (decisions §4.2) and fires the
-    resync callbacks after every re-subscribe, because events published meanwhile are lost.
+    One pipelining connection for the per-request commands (reconnected on demand), one pooled
+    redis-py client (socket timeouts on every call) and one dedicated subscriber connection with
+    a single ``PSUBSCRIBE <prefix>*`` (spec §1.5). The listener task owned by this object
+    reconnects forever with capped exponential backoff (decisions §4.2) and fires the resync
+    callbacks after every re-subscribe, because events published meanwhile are lost.
     Push-queue scores use the injectable ``clock`` (unix seconds), like upstream's node clock.
     """
 
@@ -87,14 +90,16 @@ class RedisCoordinator(Coordinator):
         self._max_connections = max_connections
         self._router = LocalRouter()
         self._cmd: aioredis.Redis | None = None
-        self._sub: aioredis.Redis | None = None
+        self._sub: RespProtocol | None = None  # the subscriber connection, while there is one
         self._lease_script: Any = None
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
         self._ever_subscribed = False
         self._attempt = 0
         self._closed = False
-        self._tick_commands: list[tuple[str, tuple, dict, asyncio.Future]] = []
+        self._tick_commands: list[tuple[tuple, asyncio.Future]] = []
+        self._hot: RespProtocol | None = None  # the pipelining connection of _batched
+        self._hot_lock = asyncio.Lock()
         self._tick_scheduled = False
         self._tick_tasks: set[asyncio.Task] = set()
 
@@ -110,10 +115,6 @@ class RedisCoordinator(Coordinator):
             self._url, max_connections=self._max_connections, timeout=self._command_timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)), **timeouts)
         self._cmd = aioredis.Redis.from_pool(pool)
-        # The subscriber must not reconnect behind our back (redis-py re-subscribes silently),
-        # or we would miss the moment to fire resync: no retries, our loop owns reconnection.
-        self._sub = aioredis.Redis.from_url(self._url, retry=Retry(NoBackoff(), 0),
-                                            socket_keepalive=True, **timeouts)
         self._lease_script = self._cmd.register_script(_LEASE_LUA)
         self._listener = asyncio.create_task(self._listen_forever(), name="coord-redis-listener")
         try:
@@ -126,19 +127,20 @@ class RedisCoordinator(Coordinator):
         self._closed = True
         for task in list(self._tick_tasks):
             task.cancel()
+        hot, self._hot = self._hot, None
+        if hot is not None:
+            hot.abort()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
-            # Bounded: redis-py can swallow a cancellation that lands inside get_message(timeout=)
-            # (it becomes "no message"); the loop then sees _closed and ends on its next turn.
+            # Bounded, in case a cancellation gets lost: the loop then sees _closed on its next turn.
             done, _ = await asyncio.wait({listener}, timeout=self._command_timeout_s + self._health_check_s)
             if not done:
                 log.warning("bus subscriber did not stop in time")
-        for client in (self._sub, self._cmd):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(client.aclose(), self._command_timeout_s)
-        self._sub = self._cmd = None
+        if self._cmd is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._cmd.aclose(), self._command_timeout_s)
+        self._cmd = None
         self._subscribed.clear()
         self._router.clear()
 
@@ -146,8 +148,7 @@ class RedisCoordinator(Coordinator):
         if not self._subscribed.is_set():
             # Without the subscriber this node gets no wake-ups: not ready (spec §2.15).
             raise CoordinationError("bus subscriber is not connected")
-        async with self._errors():
-            await self._client().ping()
+        await self._batched(b"PING")
 
     @property
     def subscribed(self) -> bool:
@@ -156,24 +157,25 @@ class RedisCoordinator(Coordinator):
     # -- bus -----------------------------------------------------------------------------------
     async def publish(self, device_id: uuid.UUID, event: int) -> None:
         # Always through Redis, even for a device on this node (spec §1.5).
-        await self._batched("publish", channel_name(self._prefix, device_id), encode_event(event))
+        await self._batched(b"PUBLISH", channel_name(self._prefix, device_id), encode_event(event))
 
     async def publish_many(self, items: Iterable[tuple[uuid.UUID, int]]) -> None:
         batch = [(channel_name(self._prefix, d), encode_event(e)) for d, e in items]
         if batch:
-            await asyncio.gather(*(self._batched("publish", c, p) for c, p in batch))
+            await asyncio.gather(*(self._batched(b"PUBLISH", c, p) for c, p in batch))
 
     # -- one pipeline per event-loop tick --------------------------------------------------------
-    async def _batched(self, command: str, *args: Any, **kwargs: Any) -> Any:
+    async def _batched(self, *args: Any) -> Any:
         """Queue a command; every command queued during one loop tick goes out in one pipeline.
 
-        redis-py costs ~80 us of client CPU per un-pipelined command and ~18 us pipelined
-        (performance.md): the send path's publishes, push-queue updates and idempotency reads and
-        writes of concurrent requests share one round trip."""
+        The send path's publishes, push-queue updates and idempotency reads and writes of
+        concurrent requests share one write and one round trip on the lean client (redis-py
+        costs ~18 us of client CPU per pipelined command, performance.md). Only idempotent
+        commands come here: a pipeline whose connection dropped is sent again once."""
         self._client()  # raises CoordinationError when not started
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._tick_commands.append((command, args, kwargs, future))
+        self._tick_commands.append((args, future))
         if not self._tick_scheduled:
             self._tick_scheduled = True
             loop.call_soon(self._start_tick)
@@ -188,26 +190,62 @@ class RedisCoordinator(Coordinator):
 
     async def _run_tick(self, batch: list) -> None:
         try:
-            async with self._errors():
-                pipe = self._client().pipeline(transaction=False)
-                for command, args, kwargs, _ in batch:
-                    getattr(pipe, command)(*args, **kwargs)
-                results = await pipe.execute(raise_on_error=False)
+            results = await self._pipeline(b"".join([encode_command(args) for args, _ in batch]), len(batch))
         except BaseException as exc:  # noqa: BLE001 - every queued caller gets the failure
-            for *_, future in batch:
+            err = exc if isinstance(exc, CoordinationError) else CoordinationError(f"redis: {type(exc).__name__}")
+            for _, future in batch:
                 if not future.done():
-                    future.set_exception(exc if isinstance(exc, CoordinationError)
-                                         else CoordinationError(f"redis: {type(exc).__name__}"))
+                    future.set_exception(err)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for (*_, future), result in zip(batch, results):
+        for (_, future), result in zip(batch, results):
             if future.done():
                 continue
-            if isinstance(result, Exception):
+            if isinstance(result, BaseException):
                 future.set_exception(CoordinationError(f"redis: {type(result).__name__}"))
             else:
                 future.set_result(result)
+
+    async def _pipeline(self, payload: bytes, count: int) -> list[Any]:
+        """Send ``count`` encoded commands on the hot connection; their replies (an error reply
+        as its RespError). A dropped connection is replaced and the pipeline sent once more; a
+        reply later than the command timeout drops the connection (its state is unknown)."""
+        for attempt in (1, 2):
+            proto = await self._hot_connection()
+            futures = proto.send(payload, count)
+            try:
+                async with asyncio.timeout(self._command_timeout_s):
+                    await asyncio.wait((futures[-1],))  # replies arrive in order: the last comes last
+            except TimeoutError:
+                proto.abort()
+                _consume(futures)
+                raise CoordinationError("redis: TimeoutError") from None
+            except BaseException:
+                _consume(futures)
+                raise
+            results = [f.exception() or f.result() for f in futures]
+            if not any(isinstance(r, ConnectionError) for r in results):
+                return results
+            if attempt == 2:
+                raise CoordinationError("redis: ConnectionError")
+        raise AssertionError("unreachable")
+
+    async def _hot_connection(self) -> RespProtocol:
+        proto = self._hot
+        if proto is not None and not proto.is_closed:
+            return proto
+        async with self._hot_lock:
+            proto = self._hot
+            if proto is None or proto.is_closed:
+                if self._closed:
+                    raise CoordinationError("coordinator is not started or already closed")
+                try:
+                    proto = await open_connection(self._url, self._command_timeout_s)
+                except (OSError, RespError, TimeoutError) as exc:
+                    raise CoordinationError(f"redis: {type(exc).__name__}") from exc
+                self._hot = proto
+            return proto
 
     def subscribe(self, device_id: uuid.UUID, callback: EventCallback) -> Subscription:
         if not isinstance(device_id, uuid.UUID):
@@ -230,18 +268,21 @@ class RedisCoordinator(Coordinator):
 
     # -- idempotency ---------------------------------------------------------------------------
     async def get_idempotent(self, key: str) -> bytes | None:
-        return await self._batched("get", key)
+        return await self._batched(b"GET", key)
 
     async def put_idempotent(self, key: str, value: bytes, ttl_s: int) -> None:
-        await self._batched("set", key, bytes(value), ex=checked_ttl_s(ttl_s))
+        await self._batched(b"SET", key, bytes(value), b"EX", checked_ttl_s(ttl_s))
 
     # -- push queue ----------------------------------------------------------------------------
     async def schedule_push(self, device_ids: Iterable[uuid.UUID], delay_s: float) -> None:
         due_at = self._clock() + float(delay_s)
-        mapping = {member(d): due_at for d in device_ids}
-        if not mapping:
+        members = {member(d): None for d in device_ids}  # ordered, without repeats
+        if not members:
             return
-        await self._batched("zadd", self._queue_key, mapping, nx=True)  # spec §6.3: NX
+        args: list[Any] = [b"ZADD", self._queue_key, b"NX"]  # spec §6.3: NX
+        for m in members:
+            args += (due_at, m)
+        await self._batched(*args)
 
     async def cancel_push(self, device_ids: Iterable[uuid.UUID]) -> None:
         await self._zrem([member(d) for d in device_ids])
@@ -251,7 +292,7 @@ class RedisCoordinator(Coordinator):
 
     async def _zrem(self, members: list[str]) -> None:
         if members:
-            await self._batched("zrem", self._queue_key, *members)
+            await self._batched(b"ZREM", self._queue_key, *members)
 
     async def lease_push_jobs(self, limit: int, visibility_s: float) -> list[uuid.UUID]:
         if limit <= 0:
@@ -315,30 +356,41 @@ class RedisCoordinator(Coordinator):
         return max(self._min_backoff_s, delay * random.uniform(0.75, 1.0))
 
     async def _listen_once(self) -> None:
-        assert self._sub is not None
-        pubsub = self._sub.pubsub(ignore_subscribe_messages=False)
+        proto = await open_connection(self._url, self._command_timeout_s, on_push=self._on_push)
+        self._sub = proto
         try:
-            await pubsub.psubscribe(self._pattern)
-            idle_polls = 0
+            proto.send(encode_command((b"PSUBSCRIBE", self._pattern)), 0)  # replies are pushes
+            idle_polls, seen = 0, -1
             while not self._closed:
-                message = await pubsub.get_message(timeout=self._health_check_s)
-                raise_if_cancelling()  # redis-py may turn a cancel into "no message"
-                if message is None:
-                    # Quiet line: PING it; a second silent period means a dead (half-open) link.
-                    idle_polls += 1
-                    if idle_polls >= 2:
-                        raise RedisConnectionError("subscriber connection unresponsive")
-                    await pubsub.ping()
+                done, _ = await asyncio.wait((proto.closed,), timeout=self._health_check_s)
+                raise_if_cancelling()
+                if done:
+                    raise ConnectionError("subscriber connection lost")
+                if proto.received != seen:
+                    seen, idle_polls = proto.received, 0
                     continue
-                idle_polls = 0
-                kind = message["type"]
-                if kind == b"pmessage" or kind == "pmessage":
-                    self._on_pmessage(message["channel"], message["data"])
-                elif kind == b"psubscribe" or kind == "psubscribe":
-                    self._on_subscribed()
+                # Quiet line: PING it; a second silent period means a dead (half-open) link.
+                idle_polls += 1
+                if idle_polls >= 2:
+                    raise ConnectionError("subscriber connection unresponsive")
+                proto.send(encode_command((b"PING",)), 0)
         finally:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), self._command_timeout_s)
+            self._sub = None
+            proto.abort()
+
+    def _on_push(self, reply: Any) -> None:
+        """A reply on the subscriber connection: pmessage, psubscribe confirmation or pong."""
+        if isinstance(reply, list) and reply:
+            kind = reply[0]
+            if kind == b"pmessage" and len(reply) == 4:
+                self._on_pmessage(reply[2], reply[3])
+            elif kind == b"psubscribe":
+                self._on_subscribed()
+        elif isinstance(reply, RespError):
+            log.warning("bus subscriber got an error reply; reconnecting")
+            self._subscribed.clear()
+            if self._sub is not None:
+                self._sub.abort()
 
     def _on_subscribed(self) -> None:
         self._attempt = 0
@@ -371,3 +423,10 @@ def _normalize_url(url: str) -> str:
     if url.startswith("valkeys://"):
         return "rediss://" + url[len("valkeys://"):]
     return url
+
+
+def _consume(futures: list[asyncio.Future]) -> None:
+    """Mark outcomes as seen (no "exception was never retrieved" for replies nobody waits for)."""
+    for f in futures:
+        if f.done() and not f.cancelled():
+            f.exception()

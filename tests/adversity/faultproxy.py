@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 
 class FaultProxy:
@@ -11,8 +12,10 @@ class FaultProxy:
     (connections stay open, bytes wait), ``drop()`` resets every connection and refuses new ones,
     ``heal()`` goes back to passing bytes."""
 
-    def __init__(self, target_host: str, target_port: int, *, unix_path: str | None = None) -> None:
+    def __init__(self, target_host: str, target_port: int, *, unix_path: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.target = (target_host, target_port)
+        self.tls = tls  # terminate TLS from clients (the link to the target stays plain)
         self.unix_path = unix_path
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -23,7 +26,7 @@ class FaultProxy:
         self.dropping = False
 
     async def start(self) -> FaultProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
