@@ -34,7 +34,7 @@ proto: $(STAMP)
 # crashes as FUZZ_WORK/<target>-crash-*. fuzz-ci is the short bounded run CI does (~80 s total,
 # without coverage instrumentation, which alone costs ~25 s per target to set up).
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= frames http keys headers json
+FUZZ_TARGETS ?= frames http keys headers json resp
 FUZZ_WORK ?= /tmp/obscura-fuzz
 
 fuzz: $(STAMP)

@@ -44,8 +44,6 @@ class Incomplete(Exception):
     """More bytes are needed for the next reply."""
 
 
-_INCOMPLETE = Incomplete()
-
 
 def encode_command(args: Sequence[Arg]) -> bytes:
     """One command as a RESP array of bulk strings (floats as ``repr``, like redis-py)."""
@@ -74,7 +72,7 @@ def parse_reply(buf: bytes | bytearray, pos: int, depth: int = 0) -> tuple[Any, 
     if end < 0:
         if len(buf) - pos > MAX_LINE_BYTES:
             raise RespProtocolError("reply line too long")
-        raise _INCOMPLETE
+        raise Incomplete  # a fresh one: re-raising one instance would grow its traceback forever
     kind = buf[pos]
     line = buf[pos + 1:end]
     if kind == 36:  # $ bulk string
@@ -86,7 +84,7 @@ def parse_reply(buf: bytes | bytearray, pos: int, depth: int = 0) -> tuple[Any, 
         start = end + 2
         stop = start + n
         if len(buf) < stop + 2:
-            raise _INCOMPLETE
+            raise Incomplete  # a fresh one: re-raising one instance would grow its traceback forever
         if buf[stop] != 13 or buf[stop + 1] != 10:
             raise RespProtocolError("bulk string not terminated by CRLF")
         return bytes(buf[start:stop]), stop + 2

@@ -83,6 +83,22 @@ def test_a_line_without_end_is_bounded() -> None:
         parse_reply(b"+" + b"x" * (MAX_LINE_BYTES + 1), 0)
 
 
+def test_waiting_for_more_bytes_keeps_no_history() -> None:
+    # Re-raising one shared exception instance would chain every raise's frames onto its
+    # traceback: the fuzzer found the parser growing by ~300 KB per partial reply that way.
+    seen = []
+    for _ in range(3):
+        try:
+            parse_reply(b"*2\r\n$5\r\nhel", 0)
+        except Incomplete as exc:
+            seen.append(exc)
+    assert len({id(e) for e in seen}) == 3
+    depth, tb = 0, seen[-1].__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth <= 3  # this frame and the parser's own (nested) frames, nothing from earlier raises
+
+
 def test_commands_are_arrays_of_bulk_strings() -> None:
     assert encode_command((b"SET", "k\u00e9", 5, 1.5)) == (
         b"*4\r\n$3\r\nSET\r\n$3\r\nk\xc3\xa9\r\n$1\r\n5\r\n$3\r\n1.5\r\n")

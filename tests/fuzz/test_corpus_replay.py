@@ -6,12 +6,12 @@ import pathlib
 
 import pytest
 
-from fuzz import frames_target, headers_target, http_target, keys_target
+from fuzz import frames_target, headers_target, http_target, keys_target, resp_target
 from fuzz.json_target import JsonHarness
 
 ROOT = pathlib.Path(__file__).resolve().parents[2] / "fuzz" / "corpus"
 TARGETS = {"frames": frames_target.check, "http": http_target.check, "keys": keys_target.check,
-           "headers": headers_target.check}
+           "headers": headers_target.check, "resp": resp_target.check}
 SEEDS = sorted(p for p in ROOT.glob("*/*") if p.is_file())
 
 
