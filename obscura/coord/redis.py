@@ -97,7 +97,7 @@ class RedisCoordinator(Coordinator):
         self._ever_subscribed = False
         self._attempt = 0
         self._closed = False
-        self._tick_commands: list[tuple[tuple, asyncio.Future]] = []
+        self._tick_commands: list[tuple[list[tuple], asyncio.Future]] = []
         self._hot: RespProtocol | None = None  # the pipelining connection of _batched
         self._hot_lock = asyncio.Lock()
         self._tick_scheduled = False
@@ -160,26 +160,31 @@ class RedisCoordinator(Coordinator):
         await self._batched(b"PUBLISH", channel_name(self._prefix, device_id), encode_event(event))
 
     async def publish_many(self, items: Iterable[tuple[uuid.UUID, int]]) -> None:
-        batch = [(channel_name(self._prefix, d), encode_event(e)) for d, e in items]
-        if batch:
-            await asyncio.gather(*(self._batched(b"PUBLISH", c, p) for c, p in batch))
+        commands = [(b"PUBLISH", channel_name(self._prefix, d), encode_event(e)) for d, e in items]
+        if commands:
+            await self._queue(commands)
 
     # -- one pipeline per event-loop tick --------------------------------------------------------
     async def _batched(self, *args: Any) -> Any:
-        """Queue a command; every command queued during one loop tick goes out in one pipeline.
+        """One command through this tick's pipeline (``_queue``); its reply."""
+        return (await self._queue([args]))[0]
+
+    def _queue(self, commands: list[tuple]) -> asyncio.Future[list[Any]]:
+        """Queue commands; every command queued during one loop tick goes out in one pipeline.
 
         The send path's publishes, push-queue updates and idempotency reads and writes of
         concurrent requests share one write and one round trip on the lean client (redis-py
-        costs ~18 us of client CPU per pipelined command, performance.md). Only idempotent
+        costs ~18 us of client CPU per pipelined command, performance.md). The future gets the
+        replies of ``commands``, or CoordinationError when any of them failed. Only idempotent
         commands come here: a pipeline whose connection dropped is sent again once."""
         self._client()  # raises CoordinationError when not started
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._tick_commands.append((args, future))
+        self._tick_commands.append((commands, future))
         if not self._tick_scheduled:
             self._tick_scheduled = True
             loop.call_soon(self._start_tick)
-        return await future
+        return future
 
     def _start_tick(self) -> None:
         self._tick_scheduled = False
@@ -190,7 +195,8 @@ class RedisCoordinator(Coordinator):
 
     async def _run_tick(self, batch: list) -> None:
         try:
-            results = await self._pipeline(b"".join([encode_command(args) for args, _ in batch]), len(batch))
+            commands = [args for group, _ in batch for args in group]
+            results = await self._pipeline(b"".join([encode_command(args) for args in commands]), len(commands))
         except BaseException as exc:  # noqa: BLE001 - every queued caller gets the failure
             err = exc if isinstance(exc, CoordinationError) else CoordinationError(f"redis: {type(exc).__name__}")
             for _, future in batch:
@@ -199,13 +205,16 @@ class RedisCoordinator(Coordinator):
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for (_, future), result in zip(batch, results):
+        start = 0
+        for group, future in batch:
+            replies, start = results[start:start + len(group)], start + len(group)
             if future.done():
                 continue
-            if isinstance(result, BaseException):
-                future.set_exception(CoordinationError(f"redis: {type(result).__name__}"))
+            failed = next((r for r in replies if isinstance(r, BaseException)), None)
+            if failed is not None:
+                future.set_exception(CoordinationError(f"redis: {type(failed).__name__}"))
             else:
-                future.set_result(result)
+                future.set_result(replies)
 
     async def _pipeline(self, payload: bytes, count: int) -> list[Any]:
         """Send ``count`` encoded commands on the hot connection; their replies (an error reply
