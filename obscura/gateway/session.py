@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import datetime as dt
+import itertools
 import logging
 import uuid
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ SHUTDOWN_REASON = b"Server shutting down"
 _ECHO_WAIT_S = 2.0  # how long a directly delivered message's own bus wake-up is expected
 _NIL_UUID = uuid.UUID(int=0)
 _GOING_AWAY = 1001
+_MAX_SKIP = 256  # ids named in one inbox read as already sent (see Session._skip_ids)
 
 
 class Session(WSListener):
@@ -342,7 +344,7 @@ class Session(WSListener):
                 started = self._fetches_started
                 self._fetching = True
                 try:
-                    rows = await g.messages.fetch_pending(self.device_id, after, limit)
+                    rows = await g.messages.fetch_pending(self.device_id, after, limit, self._skip_ids())
                 finally:
                     self._fetching = False
                 g.fetch_batch_size.record(len(rows))
@@ -374,6 +376,16 @@ class Session(WSListener):
                 if task in self._tasks:
                     self._tasks.remove(task)
                 return
+
+    def _skip_ids(self) -> list[uuid.UUID]:
+        """Ids the inbox read may leave out: what this session sent and has not seen deleted
+        (most of the lookback window, performance.md). At most the newest _MAX_SKIP: beyond
+        that (a client that does not ACK) the read returns them and the ``_sent`` filter drops
+        them, as it always does."""
+        sent = self._sent
+        if len(sent) <= _MAX_SKIP:
+            return list(sent)
+        return list(itertools.islice(reversed(sent), _MAX_SKIP))
 
     def _prune_sent(self, horizon: dt.datetime) -> None:
         """Forget delivered ids older than the lookback window: no re-read reaches back that far."""

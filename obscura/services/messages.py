@@ -60,7 +60,7 @@ class MessageStore(Protocol):
     async def enqueue(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, ttl_days: int,
                       rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]]) -> Enqueued: ...
     async def fetch_pending(self, device_id: uuid.UUID, after: tuple[dt.datetime, uuid.UUID] | None,
-                            limit: int) -> list[PendingMessage]: ...
+                            limit: int, skip: Sequence[uuid.UUID] = ()) -> list[PendingMessage]: ...
     async def delete_acked(self, device_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> int: ...
 
 
@@ -178,8 +178,9 @@ class MessageService:
 
     # -- the gateway's side ------------------------------------------------------------------
     async def fetch_pending(self, device_id: uuid.UUID, after: tuple[dt.datetime, uuid.UUID] | None,
-                            limit: int) -> list[PendingMessage]:
-        return await self._store.fetch_pending(device_id, after, limit)
+                            limit: int, skip: Sequence[uuid.UUID] = ()) -> list[PendingMessage]:
+        """A page of the inbox after the cursor, without the ids in ``skip``."""
+        return await self._store.fetch_pending(device_id, after, limit, skip)
 
     async def delete_acked(self, device_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> int:
         return await self._store.delete_acked(device_id, message_ids)

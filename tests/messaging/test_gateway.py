@@ -258,15 +258,17 @@ async def _retired_session(node, device_id):
     return session
 
 
-async def _commit_elsewhere(node, sender, recipient, content: bytes):
+async def _commit_elsewhere(node, sender, recipient, content: bytes, created_at=None):
     """A message row committed without this node's send path (as by another node): no wake-up,
-    no direct hand-off. Returns (message id, created_at)."""
+    no direct hand-off. ``created_at`` (default now()) in the past is a transaction that started
+    before rows the session already has but committed after them. Returns (message id, created_at)."""
     message_id = uuid7()
     async with node.database.acquire() as conn:
         created_at = await conn.fetchval(
             "INSERT INTO messages (id, sender_id, sender_device_id, device_id, submission_id, content, "
-            "expires_at) VALUES ($1, $2, $3, $4, $5, $6, now() + interval '1 day') RETURNING created_at",
-            message_id, sender.user_id, sender.device_id, recipient.device_id, uuid.uuid4(), content)
+            "created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, now()), "
+            "now() + interval '1 day') RETURNING created_at",
+            message_id, sender.user_id, sender.device_id, recipient.device_id, uuid.uuid4(), content, created_at)
     return message_id, created_at
 
 
@@ -294,6 +296,40 @@ async def test_idle_pump_is_retired_and_restarted_by_a_wake_up(node_factory):
         assert session._pump_task is not None
         assert await client.no_envelope_within(0.3)  # "before" (not ACKed, re-read) is not sent again
         client.ack(first.id, late.id)
+    finally:
+        await client.close()
+
+
+async def test_a_late_commit_behind_delivered_rows_is_delivered_once_with_its_content(node_factory):
+    # The pump re-reads its lookback window (spec §13 item 13), naming the rows it has sent so the
+    # database leaves them out: only the late one comes back, and nothing is sent twice.
+    import datetime as dt
+    node, http = await node_factory()
+    alice, bob, client, session = await _idle_pair(node, http)
+    try:
+        for text in (b"one", b"two"):
+            await send_text(http, alice, bob, text)
+        got = await client.envelopes_for(2, timeout_s=5)
+        assert [e.message for e in got] == [b"one", b"two"]
+        newest = session._newest
+        assert newest is not None
+        fetched: list[list] = []
+        original = node.messages.fetch_pending
+
+        async def spy(device_id, after, limit, skip=()):
+            page = await original(device_id, after, limit, skip)
+            fetched.append(page)
+            return page
+
+        node.messages.fetch_pending = spy
+        await _commit_elsewhere(node, alice, bob, b"late", created_at=newest - dt.timedelta(milliseconds=5))
+        session.resync()  # its wake-up
+        [late] = await client.envelopes_for(1, timeout_s=5)
+        assert late.message == b"late" and late.sender_id == alice.user_id.bytes
+        assert late.sender_device_id == alice.device_id.bytes
+        assert await client.no_envelope_within(0.3)  # "one" and "two" (not ACKed) are not sent again
+        assert [m.content for m in fetched[0]] == [b"late"]  # the sent rows were left out of the read
+        client.ack(*(e.id for e in got), late.id)
     finally:
         await client.close()
 

@@ -39,9 +39,12 @@ WHERE device_id = $1 AND expires_at > now()
 ORDER BY created_at, id LIMIT $2
 """
 
+# A session re-reads a lookback window behind its cursor (late commits, spec §13 item 13) in which
+# almost every row is one it has sent and not yet seen deleted: it names those ($5, the "skip"
+# ids), so they are not sent back, decoded and dropped again on every wake-up.
 _FETCH_AFTER = """
 SELECT id, sender_id, sender_device_id, content, created_at FROM messages
-WHERE device_id = $1 AND expires_at > now() AND (created_at, id) > ($2, $3)
+WHERE device_id = $1 AND expires_at > now() AND (created_at, id) > ($2, $3) AND NOT (id = ANY($5::uuid[]))
 ORDER BY created_at, id LIMIT $4
 """
 
@@ -49,10 +52,12 @@ ORDER BY created_at, id LIMIT $4
 # first page uses the smallest cursor, which sorts before every row.
 _FETCH_MANY = """
 SELECT c.n, m.id, m.sender_id, m.sender_device_id, m.content, m.created_at
-FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[]) WITH ORDINALITY AS c(device_id, after_at, after_id, n)
+FROM unnest($1::uuid[], $2::timestamptz[], $3::uuid[], $6::int[], $7::int[])
+     WITH ORDINALITY AS c(device_id, after_at, after_id, skip_from, skip_to, n)
 CROSS JOIN LATERAL (
     SELECT id, sender_id, sender_device_id, content, created_at FROM messages
     WHERE device_id = c.device_id AND expires_at > now() AND (created_at, id) > (c.after_at, c.after_id)
+      AND NOT (id = ANY(($5::uuid[])[c.skip_from:c.skip_to]))
     ORDER BY created_at, id LIMIT $4
 ) m
 """
@@ -180,14 +185,15 @@ class MessageRepo:
                          created_at) for send in batch]
 
     async def fetch_pending(self, device_id: uuid.UUID, after: tuple[dt.datetime, uuid.UUID] | None,
-                            limit: int) -> list[PendingMessage]:
-        """The next page of a device's inbox in (created_at, id) order after the cursor (§3.4).
+                            limit: int, skip: Sequence[uuid.UUID] = ()) -> list[PendingMessage]:
+        """The next page of a device's inbox in (created_at, id) order after the cursor (§3.4),
+        leaving out the ids in ``skip`` (rows the caller already has).
 
         Pages asked for during one event-loop tick (sessions woken by the same sends) are read
         with one statement."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._fetches.setdefault(limit, []).append((device_id, after, future))
+        self._fetches.setdefault(limit, []).append((device_id, after, skip, future))
         if not self._fetch_scheduled:
             self._fetch_scheduled = True
             loop.call_soon(self._start_fetches)
@@ -203,31 +209,37 @@ class MessageRepo:
 
     async def _fetch_batch(self, batch: list, limit: int) -> None:
         try:
-            pages = await self._read_pages([(d, a) for d, a, _ in batch], limit)
+            pages = await self._read_pages([(d, a, skip) for d, a, skip, _ in batch], limit)
         except BaseException as exc:  # noqa: BLE001 - every waiting session gets the failure
-            for _, _, future in batch:
+            for *_, future in batch:
                 if not future.done():
                     future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for (_, _, future), page in zip(batch, pages):
+        for (*_, future), page in zip(batch, pages):
             if not future.done():
                 future.set_result(page)
 
     async def _read_pages(self, cursors: list, limit: int) -> list[list[PendingMessage]]:
         async with self._db.acquire() as conn:
             if len(cursors) == 1:
-                device_id, after = cursors[0]
+                device_id, after, skip = cursors[0]
                 if after is None:
                     rows = await conn.fetch(_FETCH_FIRST, device_id, limit)
                 else:
-                    rows = await conn.fetch(_FETCH_AFTER, device_id, after[0], after[1], limit)
+                    rows = await conn.fetch(_FETCH_AFTER, device_id, after[0], after[1], limit, list(skip))
                 return [[PendingMessage(r["id"], r["sender_id"], r["sender_device_id"], r["content"],
                                         r["created_at"]) for r in rows]]
-            afters = [a if a is not None else _MIN_CURSOR for _, a in cursors]
-            rows = await conn.fetch(_FETCH_MANY, [d for d, _ in cursors], [a[0] for a in afters],
-                                    [a[1] for a in afters], limit)
+            afters = [a if a is not None else _MIN_CURSOR for _, a, _ in cursors]
+            skips: list[uuid.UUID] = []
+            skip_from, skip_to = [], []
+            for *_, skip in cursors:  # one flat array; each cursor's ids are its slice [from:to] (1-based)
+                skip_from.append(len(skips) + 1)
+                skips.extend(skip)
+                skip_to.append(len(skips))
+            rows = await conn.fetch(_FETCH_MANY, [d for d, _, _ in cursors], [a[0] for a in afters],
+                                    [a[1] for a in afters], limit, skips, skip_from, skip_to)
         pages: list[list[PendingMessage]] = [[] for _ in cursors]
         for r in rows:
             pages[r["n"] - 1].append(PendingMessage(r["id"], r["sender_id"], r["sender_device_id"], r["content"],
