@@ -218,26 +218,32 @@ class RedisCoordinator(Coordinator):
 
     async def _pipeline(self, payload: bytes, count: int) -> list[Any]:
         """Send ``count`` encoded commands on the hot connection; their replies (an error reply
-        as its RespError). A dropped connection is replaced and the pipeline sent once more; a
-        reply later than the command timeout drops the connection (its state is unknown)."""
-        for attempt in (1, 2):
-            proto = await self._hot_connection()
-            futures = proto.send(payload, count)
-            try:
-                async with asyncio.timeout(self._command_timeout_s):
-                    await asyncio.wait((futures[-1],))  # replies arrive in order: the last comes last
-            except TimeoutError:
+        as its RespError). A dropped connection is replaced and the pipeline sent once more. The
+        whole call, reconnecting included, gets the command timeout; a connection that has not
+        answered by then is dropped (its state is unknown)."""
+        proto: RespProtocol | None = None
+        futures: list[asyncio.Future] = []
+        try:
+            async with asyncio.timeout(self._command_timeout_s):
+                for attempt in (1, 2):
+                    proto = await self._hot_connection()
+                    try:
+                        futures = proto.send(payload, count)
+                    except ConnectionError:  # closed since we looked: same as a drop
+                        futures = []
+                    else:
+                        await asyncio.wait((futures[-1],))  # replies arrive in order: the last comes last
+                        results = [f.exception() or f.result() for f in futures]
+                        if not any(isinstance(r, ConnectionError) for r in results):
+                            return results
+                    if attempt == 2:
+                        raise CoordinationError("redis: ConnectionError")
+        except TimeoutError:
+            if proto is not None:
                 proto.abort()
-                _consume(futures)
-                raise CoordinationError("redis: TimeoutError") from None
-            except BaseException:
-                _consume(futures)
-                raise
-            results = [f.exception() or f.result() for f in futures]
-            if not any(isinstance(r, ConnectionError) for r in results):
-                return results
-            if attempt == 2:
-                raise CoordinationError("redis: ConnectionError")
+            raise CoordinationError("redis: TimeoutError") from None
+        finally:
+            _consume(futures)
         raise AssertionError("unreachable")
 
     async def _hot_connection(self) -> RespProtocol:
@@ -253,6 +259,9 @@ class RedisCoordinator(Coordinator):
                     proto = await open_connection(self._url, self._command_timeout_s)
                 except (OSError, RespError, TimeoutError) as exc:
                     raise CoordinationError(f"redis: {type(exc).__name__}") from exc
+                if self._closed:  # closed while we connected: do not leave the link open
+                    proto.abort()
+                    raise CoordinationError("coordinator is not started or already closed")
                 self._hot = proto
             return proto
 
@@ -435,7 +444,10 @@ def _normalize_url(url: str) -> str:
 
 
 def _consume(futures: list[asyncio.Future]) -> None:
-    """Mark outcomes as seen (no "exception was never retrieved" for replies nobody waits for)."""
+    """Nobody waits for these replies any more: mark outcomes as seen and cancel the rest (a
+    reply that still arrives is dropped; no "exception was never retrieved" when the link dies)."""
     for f in futures:
-        if f.done() and not f.cancelled():
+        if not f.done():
+            f.cancel()
+        elif not f.cancelled():
             f.exception()
