@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 __all__ = [
     "CoordinationError",
@@ -156,6 +156,25 @@ class Coordinator(ABC):
     @abstractmethod
     async def push_due_at(self, device_id: uuid.UUID) -> float | None:
         """Unix time when the device's job is due (or its lease ends); None if no job."""
+
+    # -- a send's writes after its commit ------------------------------------------------------
+    async def after_send(self, wakeups: Sequence[tuple[uuid.UUID, int]], push_devices: Collection[uuid.UUID],
+                         push_delay_s: float, cache: tuple[str, bytes, int],
+                         ) -> tuple[CoordinationError | None, CoordinationError | None, CoordinationError | None]:
+        """Publish ``wakeups``, schedule push jobs for ``push_devices`` and cache the response
+        (key, value, ttl) of one send request. Each part succeeds or fails on its own: the
+        outcome of each (None when done). Backends with round trips send all three in one."""
+        outcomes: list[CoordinationError | None] = []
+        for needed, call in ((bool(wakeups), lambda: self.publish_many(wakeups)),
+                             (bool(push_devices), lambda: self.schedule_push(push_devices, push_delay_s)),
+                             (True, lambda: self.put_idempotent(*cache))):
+            try:
+                if needed:
+                    await call()
+                outcomes.append(None)
+            except CoordinationError as exc:
+                outcomes.append(exc)
+        return outcomes[0], outcomes[1], outcomes[2]
 
 
 def checked_ttl_s(ttl_s: int) -> int:

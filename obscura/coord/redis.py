@@ -8,7 +8,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -293,14 +293,51 @@ class RedisCoordinator(Coordinator):
 
     # -- push queue ----------------------------------------------------------------------------
     async def schedule_push(self, device_ids: Iterable[uuid.UUID], delay_s: float) -> None:
+        command = self._zadd(device_ids, delay_s)
+        if command is not None:
+            await self._batched(*command)
+
+    def _zadd(self, device_ids: Iterable[uuid.UUID], delay_s: float) -> tuple | None:
         due_at = self._clock() + float(delay_s)
         members = {member(d): None for d in device_ids}  # ordered, without repeats
         if not members:
-            return
+            return None
         args: list[Any] = [b"ZADD", self._queue_key, b"NX"]  # spec §6.3: NX
         for m in members:
             args += (due_at, m)
-        await self._batched(*args)
+        return tuple(args)
+
+    # -- a send's writes after its commit --------------------------------------------------------
+    async def after_send(self, wakeups: Sequence[tuple[uuid.UUID, int]], push_devices: Collection[uuid.UUID],
+                         push_delay_s: float, cache: tuple[str, bytes, int],
+                         ) -> tuple[CoordinationError | None, CoordinationError | None, CoordinationError | None]:
+        """All three parts queued in the same tick, so they share one pipeline and one round trip
+        (awaited one after the other they took three)."""
+        key, value, ttl_s = cache
+        set_command = (b"SET", key, bytes(value), b"EX", checked_ttl_s(ttl_s))
+        zadd = self._zadd(push_devices, push_delay_s)
+        try:
+            self._client()  # raises CoordinationError when not started
+        except CoordinationError as exc:
+            return exc, exc, exc
+        futures = [
+            self._queue([(b"PUBLISH", channel_name(self._prefix, d), encode_event(e)) for d, e in wakeups])
+            if wakeups else None,
+            self._queue([zadd]) if zadd is not None else None,
+            self._queue([set_command]),
+        ]
+        outcomes: list[CoordinationError | None] = []
+        try:
+            for future in futures:
+                try:
+                    if future is not None:
+                        await future
+                    outcomes.append(None)
+                except CoordinationError as exc:
+                    outcomes.append(exc)
+        finally:
+            _consume([f for f in futures if f is not None])  # cancelled caller: nothing left unread
+        return outcomes[0], outcomes[1], outcomes[2]
 
     async def cancel_push(self, device_ids: Iterable[uuid.UUID]) -> None:
         await self._zrem([member(d) for d in device_ids])

@@ -115,7 +115,9 @@ class MessageService:
             if done.inserted:
                 self._sent.add(len(done.inserted), {"status": "success"})
                 served = self._deliver_locally(sender_id, sender_device_id, rows, done)
-                await self._notify({device for _, device in done.inserted}, served)
+                response = _speedups.encode_send_message_response(failures)
+                await self._after_commit({device for _, device in done.inserted}, served, cache_key, response)
+                return response
         response = _speedups.encode_send_message_response(failures)
         try:
             await self._coord.put_idempotent(cache_key, response, self._idempotency_ttl_s)
@@ -156,25 +158,28 @@ class MessageService:
                 PendingMessage(message_id, sender_id, sender_device_id, contents[message_id], done.created_at))
         return deliver(by_device)
 
-    async def _notify(self, devices: set[uuid.UUID], served: set[uuid.UUID] = frozenset()) -> None:
-        """One wake-up (0x01) and one delayed push job per target device, after commit.
+    async def _after_commit(self, devices: set[uuid.UUID], served: set[uuid.UUID], cache_key: str,
+                            response: bytes) -> None:
+        """One wake-up (0x01) and one delayed push job per target device, and the response in
+        the idempotency cache: one coordinator call (one Redis round trip for all three).
 
         With in-process coordination a device whose sessions here took the messages directly
         needs no wake-up (no other node exists); across nodes every device is woken (its
         sessions on other nodes, and a local one just re-reads nothing)."""
         woken = devices - served if self._coord.process_local else devices
-        try:
-            if woken:
-                await self._coord.publish_many([(d, Event.MESSAGE_RECEIVED) for d in woken])
+        published, scheduled, cached = await self._coord.after_send(
+            [(d, Event.MESSAGE_RECEIVED) for d in woken], devices, self._push_delay_s,
+            (cache_key, response, self._idempotency_ttl_s))
+        if published is None:
             self._notified.add(len(devices), {"status": "sent"})
-        except CoordinationError:
+        else:
             # The rows are committed: the devices get them on their next drain (decisions §4.11).
             self._notified.add(len(devices), {"status": "error"})
             log.warning("publishing %d wake-ups failed", len(devices))
-        try:
-            await self._coord.schedule_push(devices, self._push_delay_s)
-        except CoordinationError:
+        if scheduled is not None:
             log.warning("scheduling %d push jobs failed", len(devices))
+        if cached is not None:
+            log.warning("could not cache the send response under its idempotency key")
 
     # -- the gateway's side ------------------------------------------------------------------
     async def fetch_pending(self, device_id: uuid.UUID, after: tuple[dt.datetime, uuid.UUID] | None,

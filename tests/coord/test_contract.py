@@ -275,3 +275,27 @@ async def test_ping_then_close(coord_env: CoordEnv) -> None:
         await coord.ping()
     with pytest.raises(CoordinationError):
         await coord.take_ticket("t")
+
+
+# -- a send's writes after its commit ------------------------------------------------------------
+
+async def test_after_send_wakes_schedules_and_caches(coord_env: CoordEnv) -> None:
+    coordinator = await coord_env.make()
+    woken, quiet, got = uuid.uuid4(), uuid.uuid4(), Collector()
+    coordinator.subscribe(woken, got)
+    coordinator.subscribe(quiet, got)
+    key = idempotency_key(uuid.uuid4(), uuid.uuid4())
+    before = coord_env.clock()
+    outcomes = await coordinator.after_send([(woken, Event.MESSAGE_RECEIVED)], [woken, quiet], 30.0,
+                                            (key, b"\x0a\x01x", 60))
+    assert outcomes == (None, None, None)
+    assert await got.wait_for(1) == [1]  # only the device named for a wake-up
+    await barrier(coordinator)
+    assert got.events == [1]
+    for device in (woken, quiet):
+        assert await coordinator.push_due_at(device) == pytest.approx(before + 30.0)
+    assert await coordinator.get_idempotent(key) == b"\x0a\x01x"
+    # Nothing to wake and nobody to push: the response is still cached.
+    other = idempotency_key(uuid.uuid4(), uuid.uuid4())
+    assert await coordinator.after_send([], [], 30.0, (other, b"", 60)) == (None, None, None)
+    assert await coordinator.get_idempotent(other) == b""

@@ -258,3 +258,20 @@ def test_valkey_urls_are_accepted() -> None:
     assert coord._url == "redis://127.0.0.1:1/0"
     with pytest.raises(ValueError):
         RedisCoordinator(coord_settings(), None)
+
+
+async def test_after_send_parts_fail_on_their_own(coord: RedisCoordinator, raw: aioredis.Redis) -> None:
+    # The three writes share one pipeline; an error reply for one (the push queue key holds a
+    # string here: WRONGTYPE) fails only that part.
+    await raw.set(coord._queue_key, b"not a sorted set")
+    device, got = uuid.uuid4(), Collector()
+    coord.subscribe(device, got)
+    key = idempotency_key(uuid.uuid4(), uuid.uuid4())
+    published, scheduled, cached = await coord.after_send([(device, Event.MESSAGE_RECEIVED)], [device], 30.0,
+                                                          (key, b"r", 60))
+    assert published is None and cached is None
+    assert isinstance(scheduled, CoordinationError)
+    assert await got.wait_for(1) == [1]
+    assert await raw.get(key) == b"r"
+    await raw.delete(coord._queue_key)
+
