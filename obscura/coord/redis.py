@@ -160,9 +160,12 @@ class RedisCoordinator(Coordinator):
         await self._batched(b"PUBLISH", channel_name(self._prefix, device_id), encode_event(event))
 
     async def publish_many(self, items: Iterable[tuple[uuid.UUID, int]]) -> None:
-        commands = [(b"PUBLISH", channel_name(self._prefix, d), encode_event(e)) for d, e in items]
+        commands = self._publishes(items)
         if commands:
             await self._queue(commands)
+
+    def _publishes(self, items: Iterable[tuple[uuid.UUID, int]]) -> list[tuple]:
+        return [(b"PUBLISH", channel_name(self._prefix, d), encode_event(e)) for d, e in items]
 
     # -- one pipeline per event-loop tick --------------------------------------------------------
     async def _batched(self, *args: Any) -> Any:
@@ -289,7 +292,7 @@ class RedisCoordinator(Coordinator):
         return await self._batched(b"GET", key)
 
     async def put_idempotent(self, key: str, value: bytes, ttl_s: int) -> None:
-        await self._batched(b"SET", key, bytes(value), b"EX", checked_ttl_s(ttl_s))
+        await self._batched(*_set_ex(key, value, ttl_s))
 
     # -- push queue ----------------------------------------------------------------------------
     async def schedule_push(self, device_ids: Iterable[uuid.UUID], delay_s: float) -> None:
@@ -313,16 +316,14 @@ class RedisCoordinator(Coordinator):
                          ) -> tuple[CoordinationError | None, CoordinationError | None, CoordinationError | None]:
         """All three parts queued in the same tick, so they share one pipeline and one round trip
         (awaited one after the other they took three)."""
-        key, value, ttl_s = cache
-        set_command = (b"SET", key, bytes(value), b"EX", checked_ttl_s(ttl_s))
+        set_command = _set_ex(*cache)
         zadd = self._zadd(push_devices, push_delay_s)
         try:
             self._client()  # raises CoordinationError when not started
         except CoordinationError as exc:
             return exc, exc, exc
         futures = [
-            self._queue([(b"PUBLISH", channel_name(self._prefix, d), encode_event(e)) for d, e in wakeups])
-            if wakeups else None,
+            self._queue(self._publishes(wakeups)) if wakeups else None,
             self._queue([zadd]) if zadd is not None else None,
             self._queue([set_command]),
         ]
@@ -478,6 +479,10 @@ def _normalize_url(url: str) -> str:
     if url.startswith("valkeys://"):
         return "rediss://" + url[len("valkeys://"):]
     return url
+
+
+def _set_ex(key: str, value: bytes, ttl_s: int) -> tuple:
+    return (b"SET", key, bytes(value), b"EX", checked_ttl_s(ttl_s))
 
 
 def _consume(futures: list[asyncio.Future]) -> None:

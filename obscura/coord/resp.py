@@ -44,7 +44,6 @@ class Incomplete(Exception):
     """More bytes are needed for the next reply."""
 
 
-
 def encode_command(args: Sequence[Arg]) -> bytes:
     """One command as a RESP array of bulk strings (floats as ``repr``, like redis-py)."""
     out = [b"*%d\r\n" % len(args)]
@@ -84,7 +83,7 @@ def parse_reply(buf: bytes | bytearray, pos: int, depth: int = 0) -> tuple[Any, 
         start = end + 2
         stop = start + n
         if len(buf) < stop + 2:
-            raise Incomplete  # a fresh one: re-raising one instance would grow its traceback forever
+            raise Incomplete  # a fresh one, as above
         if buf[stop] != 13 or buf[stop + 1] != 10:
             raise RespProtocolError("bulk string not terminated by CRLF")
         return bytes(buf[start:stop]), stop + 2
@@ -153,8 +152,8 @@ class RespProtocol(asyncio.Protocol):
                 self._dispatch(value)
         except Incomplete:
             pass
-        except RespProtocolError as exc:
-            self.abort(exc)
+        except RespProtocolError:
+            self.abort()
             return
         if pos:
             del buf[:pos]
@@ -188,15 +187,11 @@ class RespProtocol(asyncio.Protocol):
     async def call(self, *args: Arg) -> Any:
         return await self.send(encode_command(args), 1)[0]
 
-    def abort(self, exc: BaseException | None = None) -> None:
+    def abort(self) -> None:
         """Close at once; every waiting command fails with ConnectionError."""
         transport = self._transport
         if transport is not None:
             transport.abort()  # connection_lost follows and fails the waiters
-
-    def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
 
     def _dispatch(self, value: Any) -> None:
         waiters = self._waiters
