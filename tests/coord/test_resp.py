@@ -5,12 +5,11 @@ hot connection under link faults."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
+import contextlib
 import logging
 import ssl
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ from obscura.coord.resp import (
 from tests.adversity.faultproxy import FaultProxy
 from tests.coord.support import Collector, coord_settings, drop_keys
 from tests.fixtures.redis import RedisServer
+from tests.support.tls import self_signed_certificate
 
 # -- the parser ----------------------------------------------------------------------------------
 
@@ -147,29 +147,10 @@ async def test_password_database_and_unix_socket_come_from_the_url(
 
 def _tls_files(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
     """A self-signed certificate for localhost / 127.0.0.1: the server context and the CA file."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    cert, key = self_signed_certificate(tmp_path, "redis")
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert_file, key_file)
-    return ctx, cert_file
+    ctx.load_cert_chain(cert, key)
+    return ctx, cert
 
 
 async def test_the_coordinator_works_over_tls(redis_url: str, tmp_path: Path) -> None:
@@ -204,38 +185,45 @@ async def test_the_coordinator_works_over_tls(redis_url: str, tmp_path: Path) ->
 
 # -- the coordinator's hot connection under faults ------------------------------------------------
 
+@contextlib.asynccontextmanager
+async def _behind_a_proxy(server: RedisServer, command_timeout_s: float
+                          ) -> AsyncIterator[tuple[FaultProxy, RedisCoordinator]]:
+    """A started coordinator talking to ``server`` through a fault proxy."""
+    proxy = await FaultProxy("127.0.0.1", server.port).start()
+    coord = RedisCoordinator(coord_settings(), f"redis://127.0.0.1:{proxy.port}/0",
+                             command_timeout_s=command_timeout_s)
+    try:
+        await coord.start()
+        yield proxy, coord
+    finally:
+        await coord.close()
+        await proxy.close()
+
+
 async def test_a_pipeline_whose_link_dropped_is_sent_again_on_a_new_one(
         redis_server_factory: Callable[..., RedisServer]) -> None:
     server = redis_server_factory()
-    proxy = await FaultProxy("127.0.0.1", server.port).start()
-    coord = RedisCoordinator(coord_settings(), f"redis://127.0.0.1:{proxy.port}/0", command_timeout_s=2.0)
     raw = aioredis.Redis.from_url(server.url, socket_timeout=5)
     try:
-        await coord.start()
-        await coord.put_idempotent("k0", b"v0", 60)
-        first = coord._hot
-        proxy.stall()
-        pending = asyncio.ensure_future(coord.put_idempotent("k1", b"v1", 60))
-        await asyncio.sleep(0.1)  # written, held by the stalled proxy, no reply yet
-        assert not pending.done()
-        proxy.drop()
-        proxy.heal()
-        await asyncio.wait_for(pending, 5)  # sent again on a new connection: no error for the caller
-        assert coord._hot is not first
-        assert await raw.get("k1") == b"v1"
+        async with _behind_a_proxy(server, 2.0) as (proxy, coord):
+            await coord.put_idempotent("k0", b"v0", 60)
+            first = coord._hot
+            proxy.stall()
+            pending = asyncio.ensure_future(coord.put_idempotent("k1", b"v1", 60))
+            await asyncio.sleep(0.1)  # written, held by the stalled proxy, no reply yet
+            assert not pending.done()
+            proxy.drop()
+            proxy.heal()
+            await asyncio.wait_for(pending, 5)  # sent again on a new connection: no error for the caller
+            assert coord._hot is not first
+            assert await raw.get("k1") == b"v1"
     finally:
-        await coord.close()
         await raw.aclose()
-        await proxy.close()
 
 
 async def test_a_stalled_link_fails_after_the_command_timeout_then_recovers(
         redis_server_factory: Callable[..., RedisServer]) -> None:
-    server = redis_server_factory()
-    proxy = await FaultProxy("127.0.0.1", server.port).start()
-    coord = RedisCoordinator(coord_settings(), f"redis://127.0.0.1:{proxy.port}/0", command_timeout_s=0.5)
-    try:
-        await coord.start()
+    async with _behind_a_proxy(redis_server_factory(), 0.5) as (proxy, coord):
         await coord.put_idempotent("k", b"v", 60)
         proxy.stall()
         started = asyncio.get_running_loop().time()
@@ -244,9 +232,6 @@ async def test_a_stalled_link_fails_after_the_command_timeout_then_recovers(
         assert asyncio.get_running_loop().time() - started < 2.0
         proxy.heal()
         assert await coord.get_idempotent("k") == b"v"  # the timed-out connection was replaced
-    finally:
-        await coord.close()
-        await proxy.close()
 
 
 async def test_an_error_reply_to_the_subscription_is_not_a_subscription(

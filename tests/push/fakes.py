@@ -4,8 +4,6 @@ listening on 127.0.0.1 and recording every request they receive."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import json
 import ssl
 import urllib.parse
@@ -17,10 +15,10 @@ import h2.config
 import h2.connection
 import h2.events
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
+
+from tests.support.tls import self_signed_certificate
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 
@@ -205,19 +203,7 @@ class FakeGoogle:
 # -- APNs -------------------------------------------------------------------------------------------
 def self_signed_tls(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     """(server context offering only h2 through ALPN, client context trusting that certificate)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(hours=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = folder / "apns-cert.pem", folder / "apns-key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    cert_path, key_path = self_signed_certificate(folder, "apns")
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert_path, key_path)
     server.set_alpn_protocols(["h2"])
