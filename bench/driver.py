@@ -56,11 +56,13 @@ def markdown(run: dict) -> str:
     for r in run["scenarios"]:
         g = r["goals"]
         ok = lambda met: "met" if met else "missed"  # noqa: E731
+        rss = r.get("rss_bytes_per_idle_connection")
+        rss_cell = "- (not measured)" if rss is None else f"{rss / 1024:.1f} KiB {ok(g['goal4_met'])}"
         lines.append(
             f"| {r['scenario']} | {r['relay_msgs_per_s']:.0f} | {g['goal1_relay_ratio']:.3f} {ok(g['goal1_met'])} "
             f"| {r['server_cpu_us_per_msg']:.0f} | {g['goal2_cpu_ratio']:.1f} {ok(g['goal2_met'])} "
             f"| {_fmt(r.get('latency_p50_ms'), '.2f')} / {_fmt(r.get('latency_p99_ms'), '.2f')} {ok(g['goal3_met'])} "
-            f"| {_fmt((r.get('rss_bytes_per_idle_connection') or 0) / 1024, '.1f')} KiB {ok(g['goal4_met'])} "
+            f"| {rss_cell} "
             f"| {_fmt(r.get('gateway_connects_per_s'))} |")
     return "\n".join(lines) + "\n"
 

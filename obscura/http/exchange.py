@@ -83,9 +83,10 @@ async def _serve(conn: HttpConnection, req: Request, err: errors.ObscuraError | 
 async def _produce(conn: HttpConnection, req: Request, err: errors.ObscuraError | None, kind: int,
                    deadline: float) -> Response | StreamResponse | _Upgrade:
     server = conn.server
-    cm = asyncio.timeout_at(deadline)  # route timeout and global timeout, whichever comes first
+    expired = False
+    conn.begin_deadline(deadline)  # route timeout and global timeout, whichever comes first
     try:
-        async with cm:
+        try:
             if err is not None:
                 raise err
             for hook in server.hooks:
@@ -99,13 +100,14 @@ async def _produce(conn: HttpConnection, req: Request, err: errors.ObscuraError 
             if not isinstance(resp, (Response, StreamResponse)):
                 raise TypeError(f"handler returned {type(resp).__name__}, not a Response")
             return resp
+        finally:
+            expired = conn.end_deadline()
+    except asyncio.CancelledError:
+        if not expired:
+            raise
+        return error_response(errors.RequestTimeout())
     except errors.ObscuraError as exc:
         return error_response(exc)
-    except TimeoutError:
-        if cm.expired():
-            return error_response(errors.RequestTimeout())
-        _log_crash(conn, req)
-        return error_response(errors.InternalError())
     except Exception:
         _log_crash(conn, req)
         return error_response(errors.InternalError())

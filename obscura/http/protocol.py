@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import unquote
 
 import httptools
@@ -50,9 +50,19 @@ class HttpConnection(asyncio.Protocol):
         self._raw_header_bytes = 0
         self._in_headers = False
         self._cur_body: Body | None = None
-        # timers: one at a time ("header", "keepalive", "linger")
-        self._timer: asyncio.TimerHandle | None = None
+        # Deadlines: at most one for the parser side ("header", "keepalive" or "linger") and one for
+        # the request being served. One loop timer serves both and is re-armed lazily (_schedule):
+        # a busy keep-alive connection moves its deadlines on every request without touching the
+        # loop's timers, which cost more than the rest of the bookkeeping together.
+        self._deadline: float | None = None
         self._timer_kind = ""
+        self._on_deadline: Callable[[], object] | None = None
+        self._req_deadline: float | None = None
+        self._req_expired = False
+        self._req_cancelling = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._recheck_s = min(self._header_timeout_s, self._keepalive_s)
         # states
         self.busy = False
         self.closing = False  # graceful shutdown: finish the current response, then close
@@ -124,8 +134,12 @@ class HttpConnection(asyncio.Protocol):
         """No more bytes will be parsed (the connection is gone or handed to the gateway): drop the
         parser and the timer. Both hold bound methods of this object, a reference cycle only a
         full GC pass would free: with thousands of upgraded sessions that is ~5 KiB each held
-        until the next gen-2 collection (performance.md goal 4)."""
+        until the next gen-2 collection (performance.md goal 4). A request still being served
+        keeps its deadline (the timer then goes when it fires or the request ends)."""
         self._cancel_timer()
+        if self._req_deadline is None and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._parser = None  # type: ignore[assignment]
         self._hdrs = []
 
@@ -341,28 +355,71 @@ class HttpConnection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    # -- timers and closing ---------------------------------------------------------------------
-    def _arm(self, kind: str, delay_s: float, callback: object) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(delay_s, callback)  # type: ignore[arg-type]
-        self._timer_kind = kind
+    # -- deadlines, timers and closing ----------------------------------------------------------
+    def _arm(self, kind: str, delay_s: float, callback: Callable[[], object]) -> None:
+        self._deadline = self.loop.time() + delay_s
+        self._timer_kind, self._on_deadline = kind, callback
+        self._schedule(self._deadline)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_kind = ""
+        # The loop timer stays: it finds nothing due when it fires and then stops.
+        self._deadline, self._timer_kind, self._on_deadline = None, "", None
+
+    def _schedule(self, when: float) -> None:
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= when:
+                return  # it fires first and re-arms for whatever is due then
+            timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        if self._req_deadline is not None and now >= self._req_deadline:
+            self._req_deadline = None
+            self._expire_request()
+        if self._deadline is not None and now >= self._deadline:
+            callback = self._on_deadline
+            self._cancel_timer()
+            callback()  # type: ignore[misc]
+        pending = [d for d in (self._deadline, self._req_deadline) if d is not None]
+        if pending and self._timer is None:
+            # Early rather than exact: the deadlines that later requests set are then already
+            # covered and need no re-arm.
+            self._schedule(min(min(pending), now + self._recheck_s))
+
+    def begin_deadline(self, when: float) -> None:
+        """Cancel the serving task at loop time ``when`` unless :meth:`end_deadline` comes first
+        (the request's timeout; asyncio.timeout_at semantics without a timer per request)."""
+        self._req_deadline = when
+        self._req_expired = False
+        self._req_cancelling = self._task.cancelling() if self._task is not None else 0
+        self._schedule(when)
+
+    def end_deadline(self) -> bool:
+        """Leave the request's deadline; True when it expired and the task's pending cancellation
+        was ours alone (the caller answers 408 instead of propagating CancelledError)."""
+        self._req_deadline = None
+        if not self._req_expired:
+            return False
+        self._req_expired = False
+        return self._task is not None and self._task.uncancel() <= self._req_cancelling
+
+    def _expire_request(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            self._req_expired = True
+            task.cancel()
 
     def _on_header_timeout(self) -> None:
-        self._timer, self._timer_kind = None, ""
         if self._in_headers:
             self.fail(errors.RequestTimeout())  # slowloris: 408 once earlier responses are out
         elif not self.busy and not self.queue:
             self.close()  # connected but never sent a byte
 
     def _on_keepalive_timeout(self) -> None:
-        self._timer, self._timer_kind = None, ""
         if not self.busy and not self.queue and not self._in_headers:
             self.close()
 

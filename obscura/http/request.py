@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,9 @@ def request_id_from(value: str | None) -> str:
     """The client's X-Request-ID when it is sane (spec §2.1 keeps it verbatim), else a fresh UUIDv4."""
     if value and len(value) <= _REQUEST_ID_MAX and value.isascii() and value.isprintable():
         return value
-    return str(uuid.uuid4())
+    # str(uuid.uuid4()) without building a UUID object (a third of the cost, once per request)
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 class ClientDisconnected(errors.BadRequest):

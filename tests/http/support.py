@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,3 +103,9 @@ class RawConn:
 
     def close(self) -> None:
         self.writer.close()
+
+    def reset(self) -> None:
+        """Vanish: close with an RST (SO_LINGER 0), so the server sees the connection lost at once."""
+        sock = self.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.writer.transport.abort()

@@ -85,6 +85,78 @@ async def test_handler_is_cancelled_on_route_timeout(serve) -> None:  # noqa: AN
     conn.close()
 
 
+async def test_a_timed_out_request_leaves_the_next_one_alone(serve) -> None:  # noqa: ANN001
+    # One loop timer serves every deadline of a connection: the expired request's must not reach
+    # the next request on the same connection, which runs longer than the first one's timeout.
+    async def slow(request):  # noqa: ANN001
+        await asyncio.sleep(30)
+        return Response()
+
+    async def medium(request):  # noqa: ANN001
+        await asyncio.sleep(0.6)
+        return Response(200, b"medium")
+
+    r = Router()
+    r.add("GET", "/slow", slow, timeout_s=0.2)
+    r.add("GET", "/medium", medium, timeout_s=1)
+    server = await serve(r)
+    conn = await RawConn.open(server.port)
+    for _ in range(2):
+        await conn.send(b"GET /slow HTTP/1.1\r\n\r\n")
+        assert (await conn.response()).status == 408
+        await conn.send(b"GET /medium HTTP/1.1\r\n\r\n")
+        resp = await conn.response()
+        assert resp.status == 200 and resp.body == b"medium"
+    await asyncio.sleep(0.5)  # idle past the last request's timeout: nothing fires for it
+    await conn.send(b"GET /medium HTTP/1.1\r\n\r\n")
+    assert (await conn.response()).body == b"medium"
+    conn.close()
+
+
+async def test_the_route_timeout_still_cancels_after_the_client_left(serve) -> None:  # noqa: ANN001
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(request):  # noqa: ANN001
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Response()
+
+    r = Router()
+    r.add("GET", "/slow", slow, timeout_s=0.3)
+    server = await serve(r)
+    conn = await RawConn.open(server.port)
+    await conn.send(b"GET /slow HTTP/1.1\r\n\r\n")
+    await asyncio.wait_for(started.wait(), 2)
+    conn.reset()  # the connection is gone; the handler must not run on unbounded
+    await asyncio.sleep(0.1)
+    assert server.connections == 0 and not cancelled.is_set()
+    await asyncio.wait_for(cancelled.wait(), 3)
+
+
+async def test_shutdown_cancels_a_request_inside_its_deadline(serve) -> None:  # noqa: ANN001
+    # A cancellation that is not the deadline's (here: shutdown giving up on the handler) is
+    # never turned into a 408 and the connection is not served further.
+    started = asyncio.Event()
+
+    async def slow(request):  # noqa: ANN001
+        started.set()
+        await asyncio.sleep(30)
+        return Response()
+
+    r = Router()
+    r.add("GET", "/slow", slow, timeout_s=20)
+    server = await serve(r)
+    conn = await RawConn.open(server.port)
+    await conn.send(b"GET /slow HTTP/1.1\r\n\r\n")
+    await asyncio.wait_for(started.wait(), 2)
+    await server.shutdown(0.2)
+    assert b"408" not in await conn.read_to_eof(timeout=3)
+
+
 async def test_global_timeout_caps_a_long_route_timeout(serve) -> None:  # noqa: ANN001
     async def slow(request):  # noqa: ANN001
         await asyncio.sleep(30)

@@ -173,6 +173,37 @@ async def test_idle_keep_alive_connection_is_closed(serve) -> None:  # noqa: ANN
     assert server.connections == 0
 
 
+async def test_busy_keep_alive_connection_outlives_its_idle_timeout(serve) -> None:  # noqa: ANN001
+    # Each request moves the idle deadline; the loop timer is re-armed lazily, so it fires early,
+    # finds the connection busy or recently used, and must not close it.
+    server = await serve(limits_router(), server_keepalive_timeout_secs=1)
+    conn = await RawConn.open(server.port)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while loop.time() - started < 2.6:
+        await conn.send(b"GET /ok HTTP/1.1\r\n\r\n")
+        assert (await conn.response()).status == 200
+        await asyncio.sleep(0.4)
+    assert server.connections == 1
+    idle_from = loop.time()
+    assert await conn.closed_by_server(timeout=4)
+    assert 0.5 < loop.time() - idle_from < 3
+
+
+async def test_slow_headers_on_a_reused_connection_get_408(serve) -> None:  # noqa: ANN001
+    server = await serve(limits_router(), server_header_timeout_secs=1)
+    conn = await RawConn.open(server.port)
+    for _ in range(3):
+        await conn.send(b"GET /ok HTTP/1.1\r\n\r\n")
+        assert (await conn.response()).status == 200
+        await asyncio.sleep(0.3)
+    await conn.send(b"GET /ok HTTP/1.1\r\nHost: t\r\n")  # ... and never the blank line
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await expect_error_then_close(conn, 408, "Request timeout")
+    assert 0.5 < loop.time() - started < 4
+
+
 async def test_streamed_upload_keeps_server_memory_bounded(serve) -> None:  # noqa: ANN001
     seen = {"total": 0, "peak": 0}
 

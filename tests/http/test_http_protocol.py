@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import uuid
 
 import httpx
 import pytest
 
 from obscura import errors
 from obscura.http import Response, Router, StreamResponse, json_response
+from obscura.http.request import request_id_from
 from tests.http.support import UUID4_RE, RawConn
 
 
@@ -148,6 +150,17 @@ async def test_request_id_echoed_generated_and_sanitised(serve) -> None:  # noqa
     await conn.send(b"GET /echo/a HTTP/1.1\r\nX-Request-ID: bad\x01id\r\n\r\n")
     assert re.match(UUID4_RE, (await conn.response()).header("x-request-id"))
     conn.close()
+
+
+def test_generated_request_ids_are_distinct_uuid4s() -> None:
+    ids = [request_id_from(None) for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    for rid in ids[:500]:
+        parsed = uuid.UUID(rid)
+        assert str(parsed) == rid and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+    # every variant nibble 8-b and every hex digit of the random part turn up
+    assert {rid[19] for rid in ids} == set("89ab")
+    assert set("".join(rid[:8] for rid in ids)) == set("0123456789abcdef")
 
 
 async def test_404_and_405_are_json_with_allow(serve) -> None:  # noqa: ANN001
