@@ -1,4 +1,4 @@
-"""Micro-benchmarks of the per-request hot paths: UUIDv7, JWT verification, routing, ACK coalescing.
+"""Micro-benchmarks of the per-request hot paths: UUIDv7 and ids, JWT verification, routing, ACK coalescing.
 
 Run: .venv/bin/pytest bench/bench_hotpaths.py --benchmark-group-by=group --benchmark-columns=min,median,ops
 (performance.md "How to measure"; one row per implementation so the ratio is visible.)
@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from obscura import _speedups
+from obscura import _speedups, ids
 from obscura.gateway.acks import AckBatcher
 from obscura.http.router import Router
 from obscura.services.tokens import TokenService
@@ -31,6 +31,23 @@ def test_uuid7(benchmark, twin):
 def test_uuid4_stdlib(benchmark):
     """Reference row: the standard library's random UUID."""
     assert benchmark(uuid.uuid4).version == 4
+
+
+@pytest.mark.benchmark(group="uuid7 as uuid.UUID")
+def test_new_message_id(benchmark):
+    """What a send uses (obscura.ids): the compiled twin's bytes as asyncpg's C UUID."""
+    assert benchmark(ids.new_message_id).version == 7
+
+
+RAW_ID = uuid.uuid4().bytes
+FROM_BYTES = {"uuid.UUID(bytes=)": lambda raw: uuid.UUID(bytes=raw), "obscura.ids (asyncpg type)": ids.uuid_from_bytes,
+              "obscura.ids fallback": ids._standard_from_bytes}
+
+
+@pytest.mark.benchmark(group="UUID from 16 bytes (per submission and ACKed id)")
+@pytest.mark.parametrize("name", FROM_BYTES)
+def test_uuid_from_bytes(benchmark, name):
+    assert benchmark(FROM_BYTES[name], RAW_ID).bytes == RAW_ID
 
 
 @pytest.mark.benchmark(group="JWT verify (HS256)")

@@ -16,6 +16,7 @@ from picows import WSFrame, WSListener, WSMsgType, WSTransport
 from obscura import _speedups
 from obscura.coord import Event
 from obscura.gateway.acks import AckBatcher
+from obscura.ids import uuid_from_bytes
 
 if TYPE_CHECKING:
     from obscura.gateway.gateway import Gateway
@@ -159,7 +160,7 @@ class Session(WSListener):
         if kind != "ack":
             log.info("unexpected Protobuf payload type ignored")
             return
-        ids = [uuid.UUID(bytes=bytes(raw)) for raw in value if len(raw) == 16]
+        ids = [uuid_from_bytes(bytes(raw)) for raw in value if len(raw) == 16]
         if len(ids) != len(value):
             log.info("%d ACK ids of the wrong length ignored", len(value) - len(ids))
         if not ids:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from obscura import _speedups
-from obscura._speedups import uuid7
+from obscura.ids import new_message_id, uuid_from_bytes
 from obscura.coord import Coordinator, CoordinationError, Event, idempotency_key
 from obscura.errors import BadRequest, PayloadTooLarge, Unauthorized
 from obscura.telemetry import Telemetry, traced
@@ -139,8 +139,8 @@ class MessageService:
             elif not message:
                 failures.append((submission_id, *_MISSING))
             else:
-                rows.append((uuid7(), uuid.UUID(bytes=bytes(device_id)), uuid.UUID(bytes=bytes(submission_id)),
-                             bytes(message)))
+                rows.append((new_message_id(), uuid_from_bytes(bytes(device_id)),
+                             uuid_from_bytes(bytes(submission_id)), bytes(message)))
                 raw_ids.append(bytes(submission_id))
         return failures, rows, raw_ids
 
