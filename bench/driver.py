@@ -32,12 +32,19 @@ def evaluate(result: dict, echo: dict, ceiling: dict) -> dict:
     """Goal ratios of one scenario against the same-run baselines."""
     relay_ratio = result["relay_msgs_per_s"] / ceiling["msgs_per_s"]
     cpu_ratio = result["server_cpu_us_per_msg"] / echo["server_cpu_us_per_echo"]
-    p50, p99 = result.get("latency_p50_ms"), result.get("latency_p99_ms")
+    # Goal 3 is defined inside the server (send request received -> Envelope written): its own
+    # histogram when one process took every send and delivery; the recipients' clock otherwise
+    # (across nodes the server figure covers only same-node deliveries).
+    server_side = result.get("nodes", 1) == 1 and result.get("workers", 1) == 1 \
+        and result.get("server_latency_p99_ms") is not None
+    key = "server_latency" if server_side else "latency"
+    p50, p99 = result.get(f"{key}_p50_ms"), result.get(f"{key}_p99_ms")
     rss = result.get("rss_bytes_per_idle_connection")
     return {
         "goal1_relay_ratio": relay_ratio, "goal1_met": relay_ratio >= GOALS["relay_ratio_min"],
         "goal2_cpu_ratio": cpu_ratio, "goal2_met": cpu_ratio <= GOALS["cpu_ratio_max"],
         "goal3_met": p99 is not None and p99 <= GOALS["p99_ms_max"] and p50 <= GOALS["p50_ms_max"],
+        "goal3_measured": "server" if server_side else "client",
         "goal4_met": rss is not None and rss <= GOALS["rss_per_conn_max"],
     }
 
@@ -51,7 +58,7 @@ def markdown(run: dict) -> str:
     lines = [f"Baselines: picows echo {e['echo_per_s']:.0f}/s at {e['server_cpu_us_per_echo']:.1f} us server CPU "
              f"per echo; batched PostgreSQL insert+delete ceiling {c['msgs_per_s']:.0f} msgs/s.", "",
              "| scenario | relay msgs/s | goal 1 ratio (>= 0.35) | CPU us/msg | goal 2 ratio (<= 4) "
-             "| p50 / p99 ms at half load | RSS/idle conn | connects/s |",
+             "| p50 / p99 ms at half load: server (client) | RSS/idle conn | connects/s |",
              "|---|---|---|---|---|---|---|---|"]
     for r in run["scenarios"]:
         g = r["goals"]
@@ -61,7 +68,8 @@ def markdown(run: dict) -> str:
         lines.append(
             f"| {r['scenario']} | {r['relay_msgs_per_s']:.0f} | {g['goal1_relay_ratio']:.3f} {ok(g['goal1_met'])} "
             f"| {r['server_cpu_us_per_msg']:.0f} | {g['goal2_cpu_ratio']:.1f} {ok(g['goal2_met'])} "
-            f"| {_fmt(r.get('latency_p50_ms'), '.2f')} / {_fmt(r.get('latency_p99_ms'), '.2f')} {ok(g['goal3_met'])} "
+            f"| {_fmt(r.get('server_latency_p50_ms'), '.2f')} / {_fmt(r.get('server_latency_p99_ms'), '.2f')} "
+            f"({_fmt(r.get('latency_p50_ms'), '.2f')} / {_fmt(r.get('latency_p99_ms'), '.2f')}) {ok(g['goal3_met'])} "
             f"| {rss_cell} "
             f"| {_fmt(r.get('gateway_connects_per_s'))} |")
     return "\n".join(lines) + "\n"

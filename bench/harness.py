@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -50,7 +51,9 @@ class Server:
                     "OBSCURA_AUTH_JWT_SECRET": SECRET, "OBSCURA_TELEMETRY_LOG_LEVEL": "warning",
                     "OBSCURA_RATE_LIMIT_PER_SECOND": "1000000", "OBSCURA_RATE_LIMIT_BURST": "1000000",
                     "OBSCURA_RATE_LIMIT_AUTH_PER_SECOND": "1000000", "OBSCURA_RATE_LIMIT_AUTH_BURST": "1000000",
-                    "OBSCURA_STORAGE_BACKEND": "memory", **env}
+                    "OBSCURA_STORAGE_BACKEND": "memory",
+                    # /metrics on the management port: the delivery latency histogram (goal 3)
+                    "OBSCURA_TELEMETRY_PROMETHEUS_ENABLED": "true", **env}
         self.args = ["--workers", str(workers)] if workers > 1 else []
         self.proc: subprocess.Popen | None = None
 
@@ -84,6 +87,19 @@ class Server:
             except OSError:
                 pass
         return out
+
+    def histogram(self, name: str) -> dict[float, float]:
+        """Cumulative bucket counts {upper bound: count} of one histogram from /metrics (all label
+        sets summed; +Inf as math.inf). With --workers each scrape reaches one worker: use it with
+        one process per node."""
+        text = httpx.get(f"http://127.0.0.1:{self.mgmt_port}/metrics", timeout=10).text
+        buckets: dict[float, float] = {}
+        for line in text.splitlines():
+            if line.startswith(name + "_bucket{"):
+                le = line.split('le="', 1)[1].split('"', 1)[0]
+                bound = math.inf if le == "+Inf" else float(le)
+                buckets[bound] = buckets.get(bound, 0.0) + float(line.rsplit(" ", 1)[1])
+        return buckets
 
     def cpu_s(self) -> float:
         return sum(_safe(cpu_s, p) for p in self.pids())

@@ -127,8 +127,10 @@ def _relay_phases(sc: Scenario, servers: list[Server], recips: list[tuple[str, s
     phase.value = 2  # open loop at half the measured rate
     time.sleep(0.5)
     l0 = snap()
+    h0 = _delivery_histogram(sc, servers)
     time.sleep(sc.latency_seconds)
     l1 = snap()
+    h1 = _delivery_histogram(sc, servers)
     phase.value = loadgen.STOP
     reports = [out.get(timeout=60) for _ in procs]
     for p in procs:
@@ -138,8 +140,50 @@ def _relay_phases(sc: Scenario, servers: list[Server], recips: list[tuple[str, s
     return {"relay_msgs_per_s": throughput, "accepted_msgs_per_s": (s1 - s0) / (t1 - t0), "server_cpu_us_per_msg": (c1 - c0) / relayed * 1e6,
             "half_load_msgs_per_s": (l1[0] - l0[0]) / (l1[2] - l0[2]),
             "latency_p50_ms": _pct(lat, 0.50), "latency_p99_ms": _pct(lat, 0.99),
-            "latency_samples": len(lat), "send_errors": errors,
+            "latency_samples": len(lat), **_server_latency(h0, h1), "send_errors": errors,
             "duplicates": sum(r.get("duplicates", 0) for r in reports)}
+
+
+_DELIVERY = "obscura_message_delivery_latency_seconds"
+
+
+def _delivery_histogram(sc: Scenario, servers: list[Server]) -> dict[float, float] | None:
+    """The nodes' delivery latency buckets summed (None with --workers: a scrape sees one worker)."""
+    if sc.workers > 1:
+        return None
+    total: dict[float, float] = {}
+    for server in servers:
+        for bound, count in server.histogram(_DELIVERY).items():
+            total[bound] = total.get(bound, 0.0) + count
+    return total
+
+
+def _server_latency(before: dict[float, float] | None, after: dict[float, float] | None) -> dict:
+    """p50/p99 of send request received -> Envelope written, measured by the server itself
+    (performance.md goal 3's definition; direct deliveries on the node that took the send),
+    interpolated within the histogram buckets as Prometheus' histogram_quantile does."""
+    if before is None or after is None:
+        return {}
+    bounds = sorted(after)
+    cumulative = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = cumulative[-1] if cumulative else 0.0
+    out: dict = {"server_latency_samples": int(total)}
+    for name, q in (("server_latency_p50_ms", 0.50), ("server_latency_p99_ms", 0.99)):
+        out[name] = _bucket_quantile(bounds, cumulative, q) if total else None
+    return out
+
+
+def _bucket_quantile(bounds: list[float], cumulative: list[float], q: float) -> float:
+    rank = q * cumulative[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, cumulative):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower * 1000  # beyond the last finite bound: report that bound
+            share = (rank - below) / (count - below) if count > below else 1.0
+            return (lower + (bound - lower) * share) * 1000
+        lower, below = bound, count
+    return lower * 1000
 
 
 def _pct(sorted_ns: list[int], q: float) -> float | None:

@@ -81,10 +81,11 @@ class Histogram(_Instrument):
         # label key -> [min, max, count per bucket..., count above the last bound]; None = not exported
         self._dist: dict[tuple[tuple[str, str], ...], list[Any]] | None = None
 
-    def record(self, value: int | float, labels: Labels = None) -> None:
+    def record(self, value: int | float, labels: Labels = None, times: int = 1) -> None:
+        """Record ``value`` (``times`` observations of it: one call for a batch of equal values)."""
         k = _key(labels)
         count, total = self._values.get(k, (0, 0))
-        self._values[k] = (count + 1, total + value)
+        self._values[k] = (count + times, total + value * times)
         dist = self._dist
         if dist is not None:
             d = dist.get(k)
@@ -94,7 +95,7 @@ class Histogram(_Instrument):
                 d[0] = value
             elif value > d[1]:
                 d[1] = value
-            d[2 + bisect_left(self.buckets, value)] += 1  # OTel/Prometheus buckets are (lower, upper]
+            d[2 + bisect_left(self.buckets, value)] += times  # OTel/Prometheus buckets are (lower, upper]
 
 
 class Gauge(_Instrument):

@@ -24,7 +24,7 @@ def add_message_routes(router: Router, messages: MessageService, tickets: Ticket
         body = await request.read()  # buffered; above the body limit a 413 (spec §2.10)
         device_id = require_device(claims)
         key = parse_idempotency_key(request.headers.get("idempotency-key"))
-        response = await messages.send(claims.user_id, device_id, key, body)
+        response = await messages.send(claims.user_id, device_id, key, body, request.received_at)
         return Response(200, response, content_type=_PROTOBUF)
 
     async def ticket(request: Request) -> Response:

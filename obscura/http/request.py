@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
@@ -175,7 +176,7 @@ class Request:
     __slots__ = ("method", "path", "raw_path", "query_string", "_query", "headers", "path_params",
                  "route", "route_name", "endpoint", "request_id", "content_length", "http_version",
                  "keep_alive", "state", "client_host", "_body", "_body_bytes", "max_body_bytes",
-                 "upgrade", "chunked")
+                 "upgrade", "chunked", "received_at")
 
     def __init__(self, method: str, raw_path: str, path: str, query_string: str, headers: Headers,
                  *, body: Body | None = None, request_id: str = "", content_length: int | None = None,
@@ -202,6 +203,7 @@ class Request:
         self.max_body_bytes = max_body_bytes
         self.upgrade = False
         self.chunked = chunked
+        self.received_at = time.perf_counter()  # headers parsed (delivery latency, access log)
 
     @property
     def query(self) -> dict[str, list[str]]:

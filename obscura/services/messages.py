@@ -53,7 +53,8 @@ class Enqueued(NamedTuple):
 
 #: The gateway's hook: hand committed messages (device -> its new messages, in order) to this
 #: node's sessions; returns the devices whose every local session took them directly.
-LocalDelivery = Callable[[dict[uuid.UUID, list[PendingMessage]]], set[uuid.UUID]]
+# (messages by target device, time.perf_counter() when their send request arrived or None)
+LocalDelivery = Callable[[dict[uuid.UUID, list[PendingMessage]], float | None], set[uuid.UUID]]
 
 
 class MessageStore(Protocol):
@@ -89,8 +90,10 @@ class MessageService:
         self._notified = telemetry.counter("obscura_notifications_sent_total", "recipients per publish attempt")
 
     @traced("messages.send")
-    async def send(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, key: uuid.UUID, body: bytes) -> bytes:
-        """Process a SendMessageRequest; returns the encoded SendMessageResponse (b"" = all fine)."""
+    async def send(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, key: uuid.UUID, body: bytes,
+                   received_at: float | None = None) -> bytes:
+        """Process a SendMessageRequest; returns the encoded SendMessageResponse (b"" = all fine).
+        ``received_at``: time.perf_counter() when the request arrived (delivery latency metric)."""
         cache_key = idempotency_key(sender_device_id, key)
         try:
             cached = await self._coord.get_idempotent(cache_key)
@@ -114,7 +117,7 @@ class MessageService:
             failures.extend((raw, *_NOT_FOUND) for raw, row in zip(raw_ids, rows) if row[1] not in done.existing)
             if done.inserted:
                 self._sent.add(len(done.inserted), {"status": "success"})
-                served = self._deliver_locally(sender_id, sender_device_id, rows, done)
+                served = self._deliver_locally(sender_id, sender_device_id, rows, done, received_at)
                 response = _speedups.encode_send_message_response(failures)
                 await self._after_commit({device for _, device in done.inserted}, served, cache_key, response)
                 return response
@@ -145,7 +148,7 @@ class MessageService:
         return failures, rows, raw_ids
 
     def _deliver_locally(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, rows, done: Enqueued,
-                         ) -> set[uuid.UUID]:
+                         received_at: float | None) -> set[uuid.UUID]:
         """Committed rows go straight to this node's idle sessions of their targets: no wake-up
         and no inbox read for them (performance.md). Returns the devices served completely."""
         deliver = self.local_delivery
@@ -156,7 +159,7 @@ class MessageService:
         for message_id, device in done.inserted:
             by_device.setdefault(device, []).append(
                 PendingMessage(message_id, sender_id, sender_device_id, contents[message_id], done.created_at))
-        return deliver(by_device)
+        return deliver(by_device, received_at)
 
     async def _after_commit(self, devices: set[uuid.UUID], served: set[uuid.UUID], cache_key: str,
                             response: bytes) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import httpx
@@ -362,12 +363,18 @@ async def test_idle_session_gets_new_messages_directly_in_order(node_factory):
     try:
         fetches = node.telemetry.value("obscura_message_fetch_batch_size")
         direct = node.telemetry.value("obscura_messages_delivered_directly_total") or 0
+        latency_count, latency_sum = node.telemetry.value("obscura_message_delivery_latency_seconds") or (0, 0.0)
+        started = time.perf_counter()
         await send(http, alice, *[submission(bob.device_id, b"d%d" % i) for i in range(3)])
         for i in range(3, 6):
             await send_text(http, alice, bob, b"d%d" % i)
         envelopes = await client.envelopes_for(6, timeout_s=5)
+        elapsed = time.perf_counter() - started
         assert [e.message for e in envelopes] == [b"d%d" % i for i in range(6)]
         assert node.telemetry.value("obscura_messages_delivered_directly_total") == direct + 6
+        # one latency observation per message written, each inside the time the four sends took
+        count, total = node.telemetry.value("obscura_message_delivery_latency_seconds")
+        assert count == latency_count + 6 and 0 < total - latency_sum < 6 * elapsed
         assert node.telemetry.value("obscura_message_fetch_batch_size") == fetches  # no inbox read
         assert session._pump_task is None  # no pump was needed
         client.ack(*[e.id for e in envelopes])

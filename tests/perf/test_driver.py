@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 from bench import frontdoor
 from bench.driver import evaluate, main, markdown
+from bench.relay import _bucket_quantile, _server_latency
 
 
 def test_driver_reports_every_figure(pg_server_dsn, tmp_path):
@@ -20,6 +22,8 @@ def test_driver_reports_every_figure(pg_server_dsn, tmp_path):
     assert result["idle_connections"] == 20 and result["idle_failures"] == 0
     assert result["send_errors"] == 0 and result["duplicates"] == 0
     assert {"goal1_relay_ratio", "goal2_cpu_ratio", "goal3_met", "goal4_met"} <= set(result["goals"])
+    assert result["server_latency_samples"] > 0 and result["server_latency_p50_ms"] > 0  # from /metrics
+    assert result["goals"]["goal3_measured"] == "server"
     assert "| embedded, 1 node |" in out_md.read_text()
 
 
@@ -40,3 +44,26 @@ def test_frontdoor_reports_cpu_per_request(capsys):
     result = json.loads(capsys.readouterr().out)
     (round_,) = result["rounds"]
     assert round_["requests_per_s"] > 0 and result["median_cpu_us_per_request"] > 0
+
+
+def test_server_latency_quantiles_from_bucket_deltas():
+    inf = math.inf
+    before = {0.001: 10.0, 0.002: 10.0, 0.005: 10.0, inf: 10.0}
+    after = {0.001: 60.0, 0.002: 100.0, 0.005: 109.0, inf: 110.0}  # 50 / 40 / 9 / 1 new observations
+    got = _server_latency(before, after)
+    assert got["server_latency_samples"] == 100
+    assert math.isclose(got["server_latency_p50_ms"], 1.0)  # the 50th of 100 ends the first bucket
+    assert math.isclose(got["server_latency_p99_ms"], 5.0)  # the 99th is the last inside 5 ms
+    assert _bucket_quantile([0.001, inf], [1.0, 2.0], 0.99) == 1.0  # beyond the last bound: that bound
+    assert _server_latency(None, after) == {}  # --workers: not measured
+    assert _server_latency(after, after)["server_latency_p50_ms"] is None  # nothing delivered
+
+
+def test_goal3_uses_the_servers_own_figure_on_one_process():
+    echo, ceiling = {"server_cpu_us_per_echo": 10.0}, {"msgs_per_s": 5000.0}
+    base = {"relay_msgs_per_s": 2000.0, "server_cpu_us_per_msg": 50.0, "latency_p50_ms": 4.0, "latency_p99_ms": 12.0,
+            "server_latency_p50_ms": 0.8, "server_latency_p99_ms": 4.0}
+    one = evaluate({**base, "nodes": 1, "workers": 1}, echo, ceiling)
+    two = evaluate({**base, "nodes": 2, "workers": 1}, echo, ceiling)
+    assert (one["goal3_measured"], one["goal3_met"]) == ("server", True)
+    assert (two["goal3_measured"], two["goal3_met"]) == ("client", False)

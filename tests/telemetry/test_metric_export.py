@@ -26,8 +26,9 @@ async def test_periodic_export_pushes_cumulative_aggregates():
         sent.add(3, {"status": "success"})
         live.add(2)
         live.add(-1)
-        for n in (1, 7, 7, 5000):
-            sizes.record(n)
+        sizes.record(1)
+        sizes.record(7, times=2)  # a batch of equal observations in one call: exported as two
+        sizes.record(5000)
         health.set(0, {"component": "pubsub"})
         captured.metrics.exported_event.clear()
         await asyncio.to_thread(captured.metrics.exported_event.wait, 10)
