@@ -28,6 +28,7 @@ CATALOGUE = {
     "obscura_attachments_total_bytes", "obscura_state_poller_errors_total", "obscura_db_pool_active_connections",
     "obscura_db_pool_idle_connections", "obscura_db_pool_max_connections", "obscura_websocket_session_duration_seconds",
     "http_server_requests_total", "http_server_request_duration_seconds",
+    "obscura_messages_delivered_directly_total", "obscura_message_delivery_latency_seconds",
 }
 
 
