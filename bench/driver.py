@@ -81,6 +81,9 @@ def _parse(argv) -> argparse.Namespace:
                    help="comma list of MODE:NODES[:WORKERS], MODE = embedded or pg+redis")
     p.add_argument("--seconds", type=float, default=6.0, help="throughput window per scenario")
     p.add_argument("--latency-seconds", type=float, default=5.0, help="half-load latency window")
+    p.add_argument("--latency-rate", type=float, default=None,
+                   help="open-loop msgs/s of the latency window (default: half the measured throughput); "
+                        "a fixed rate compares two builds at the same load")
     p.add_argument("--baseline-seconds", type=float, default=5.0, help="echo and PostgreSQL ceiling windows")
     p.add_argument("--idle", type=int, default=2000, help="idle authenticated connections to open (0: skip)")
     p.add_argument("--recipients", type=int, default=64, help="online recipient devices")
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> dict:
         mode, nodes, *rest = spec.split(":")
         sc = Scenario(mode, int(nodes), workers=int(rest[0]) if rest else 1, pg_url=args.pg_url,
                       redis_url=args.redis_url, seconds=args.seconds, latency_seconds=args.latency_seconds,
+                      latency_rate=args.latency_rate,
                       idle=args.idle, recipients=args.recipients, senders=args.senders,
                       warmup_s=args.warmup_seconds)
         r = run_scenario(sc)

@@ -18,10 +18,11 @@ class Scenario:
                  redis_url: str | None = None, seconds: float = 6.0, latency_seconds: float = 5.0,
                  idle: int = 2000, recipients: int = 64, senders: int = 16, sender_procs: int = 2,
                  conns_per_sender_proc: int = 16, message_bytes: int = 200, warmup_s: float = 2.0,
-                 env: dict[str, str] | None = None, label: str = "") -> None:
+                 env: dict[str, str] | None = None, label: str = "", latency_rate: float | None = None) -> None:
         self.mode, self.nodes, self.workers = mode, nodes, workers
         self.pg_url, self.redis_url = pg_url, redis_url
         self.seconds, self.latency_seconds, self.idle = seconds, latency_seconds, idle
+        self.latency_rate = latency_rate
         self.recipients, self.senders = recipients, senders
         self.sender_procs, self.conns_per_sender_proc = sender_procs, conns_per_sender_proc
         self.message_bytes = message_bytes
@@ -123,8 +124,8 @@ def _relay_phases(sc: Scenario, servers: list[Server], recips: list[tuple[str, s
     n1, c1, t1, s1 = snap()
     relayed = max(n1 - n0, 1)
     throughput = relayed / (t1 - t0)
-    rate.value = throughput / 2
-    phase.value = 2  # open loop at half the measured rate
+    rate.value = sc.latency_rate or throughput / 2
+    phase.value = 2  # open loop at half the measured rate (or the one asked for)
     time.sleep(0.5)
     l0 = snap()
     h0 = _delivery_histogram(sc, servers)
