@@ -29,6 +29,13 @@ HTTP, GATEWAY, FAILURE = 0, 1, 2
 class HttpConnection(asyncio.Protocol):
     """Parses with httptools, queues requests in order and serves them from one task per connection."""
 
+    __slots__ = ("server", "loop", "_max_header_bytes", "_max_headers", "_header_timeout_s", "_keepalive_s",
+                 "_parser", "transport", "client_host", "queue", "_queue_waiter", "_task", "_url", "_hdrs",
+                 "_header_bytes", "_raw_header_bytes", "_in_headers", "_cur_body", "_deadline", "_timer_kind",
+                 "_on_deadline", "_req_deadline", "_req_expired", "_req_cancelling", "_timer", "_timer_at",
+                 "_recheck_s", "busy", "closing", "dead", "upgraded", "tail", "eof", "lost", "handed_off",
+                 "_lingering", "_read_paused", "_bodies_paused", "write_paused", "_drain_waiter", "__weakref__")
+
     def __init__(self, server: HttpServer) -> None:
         self.server = server
         s = server.settings
