@@ -12,6 +12,20 @@ from obscura.http import HttpServer, Response, Router, error_response, json_resp
 from tests.http.support import RawConn, make_settings
 
 
+
+def hanging(cancelled: asyncio.Event, started: asyncio.Event | None = None):  # noqa: ANN201
+    """A handler that never finishes by itself and records when it starts and is cancelled."""
+    async def handler(request):  # noqa: ANN001
+        if started is not None:
+            started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return Response()
+    return handler
+
 async def test_port_zero_binds_a_free_port_and_reuse_port_works() -> None:
     settings = make_settings()
     first = HttpServer(Router(), settings=settings)
@@ -61,19 +75,11 @@ async def test_hooks_run_in_order_and_can_short_circuit(serve) -> None:  # noqa:
 async def test_handler_is_cancelled_on_route_timeout(serve) -> None:  # noqa: ANN001
     cancelled = asyncio.Event()
 
-    async def slow(request):  # noqa: ANN001
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return Response()
-
     async def fast(request):  # noqa: ANN001
         return Response(200, b"fast")
 
     r = Router()
-    r.add("GET", "/slow", slow, timeout_s=0.2)
+    r.add("GET", "/slow", hanging(cancelled), timeout_s=0.2)
     r.add("GET", "/fast", fast)
     server = await serve(r)
     conn = await RawConn.open(server.port)
@@ -115,18 +121,8 @@ async def test_a_timed_out_request_leaves_the_next_one_alone(serve) -> None:  # 
 
 async def test_the_route_timeout_still_cancels_after_the_client_left(serve) -> None:  # noqa: ANN001
     started, cancelled = asyncio.Event(), asyncio.Event()
-
-    async def slow(request):  # noqa: ANN001
-        started.set()
-        try:
-            await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return Response()
-
     r = Router()
-    r.add("GET", "/slow", slow, timeout_s=0.3)
+    r.add("GET", "/slow", hanging(cancelled, started), timeout_s=0.3)
     server = await serve(r)
     conn = await RawConn.open(server.port)
     await conn.send(b"GET /slow HTTP/1.1\r\n\r\n")
@@ -140,21 +136,16 @@ async def test_the_route_timeout_still_cancels_after_the_client_left(serve) -> N
 async def test_shutdown_cancels_a_request_inside_its_deadline(serve) -> None:  # noqa: ANN001
     # A cancellation that is not the deadline's (here: shutdown giving up on the handler) is
     # never turned into a 408 and the connection is not served further.
-    started = asyncio.Event()
-
-    async def slow(request):  # noqa: ANN001
-        started.set()
-        await asyncio.sleep(30)
-        return Response()
-
+    started, cancelled = asyncio.Event(), asyncio.Event()
     r = Router()
-    r.add("GET", "/slow", slow, timeout_s=20)
+    r.add("GET", "/slow", hanging(cancelled, started), timeout_s=20)
     server = await serve(r)
     conn = await RawConn.open(server.port)
     await conn.send(b"GET /slow HTTP/1.1\r\n\r\n")
     await asyncio.wait_for(started.wait(), 2)
     await server.shutdown(0.2)
     assert b"408" not in await conn.read_to_eof(timeout=3)
+    assert cancelled.is_set()
 
 
 async def test_global_timeout_caps_a_long_route_timeout(serve) -> None:  # noqa: ANN001
@@ -221,17 +212,8 @@ async def test_graceful_shutdown_finishes_in_flight_request(serve) -> None:  # n
 
 async def test_shutdown_force_closes_what_does_not_finish(serve) -> None:  # noqa: ANN001
     cancelled = asyncio.Event()
-
-    async def stuck(request):  # noqa: ANN001
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
-        return Response()
-
     r = Router()
-    r.add("GET", "/stuck", stuck)
+    r.add("GET", "/stuck", hanging(cancelled))
     server = await serve(r)
     conn = await RawConn.open(server.port)
     await conn.send(b"GET /stuck HTTP/1.1\r\n\r\n")
