@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from opentelemetry.sdk.metrics.export import AggregationTemporality, Gauge, Histogram, Sum
 
@@ -77,3 +78,24 @@ async def test_broken_observable_gauge_does_not_hide_other_metrics():
     names = set(_metrics(telemetry.metrics_data()))
     await telemetry.shutdown(5)
     assert "obscura_logouts_total" in names and "obscura_db_pool_active_connections" not in names
+
+
+async def _instance_id() -> str:
+    telemetry = Captured().telemetry(TelemetryConfig(export_interval_s=3600))
+    telemetry.start()
+    try:
+        telemetry.counter("obscura_logins_total").add(1)
+        [rm] = telemetry.metrics_data().resource_metrics
+        return rm.resource.attributes["service.instance.id"]
+    finally:
+        await telemetry.shutdown(5)
+
+
+async def test_exports_carry_a_per_process_instance_id(monkeypatch):
+    # Workers and nodes export the same metric names: the collector keeps their cumulative series
+    # apart only by service.instance.id (the SDK's default resource gives each process a random one).
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    first, second = await _instance_id(), await _instance_id()
+    assert first == second and str(uuid.UUID(first)) == first  # one per process (workers are spawned)
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.instance.id=node-a")
+    assert await _instance_id() == "node-a"  # the operator's choice wins
