@@ -119,14 +119,20 @@ async def test_a_timed_out_request_leaves_the_next_one_alone(serve) -> None:  # 
     conn.close()
 
 
-async def test_the_route_timeout_still_cancels_after_the_client_left(serve) -> None:  # noqa: ANN001
+async def _hanging_request(serve, timeout_s: float):  # noqa: ANN001, ANN202
+    """A server whose /slow never finishes by itself, and a connection whose request is running."""
     started, cancelled = asyncio.Event(), asyncio.Event()
     r = Router()
-    r.add("GET", "/slow", hanging(cancelled, started), timeout_s=0.3)
+    r.add("GET", "/slow", hanging(cancelled, started), timeout_s=timeout_s)
     server = await serve(r)
     conn = await RawConn.open(server.port)
     await conn.send(b"GET /slow HTTP/1.1\r\n\r\n")
     await asyncio.wait_for(started.wait(), 2)
+    return server, conn, cancelled
+
+
+async def test_the_route_timeout_still_cancels_after_the_client_left(serve) -> None:  # noqa: ANN001
+    server, conn, cancelled = await _hanging_request(serve, 0.3)
     conn.reset()  # the connection is gone; the handler must not run on unbounded
     await asyncio.sleep(0.1)
     assert server.connections == 0 and not cancelled.is_set()
@@ -136,13 +142,7 @@ async def test_the_route_timeout_still_cancels_after_the_client_left(serve) -> N
 async def test_shutdown_cancels_a_request_inside_its_deadline(serve) -> None:  # noqa: ANN001
     # A cancellation that is not the deadline's (here: shutdown giving up on the handler) is
     # never turned into a 408 and the connection is not served further.
-    started, cancelled = asyncio.Event(), asyncio.Event()
-    r = Router()
-    r.add("GET", "/slow", hanging(cancelled, started), timeout_s=20)
-    server = await serve(r)
-    conn = await RawConn.open(server.port)
-    await conn.send(b"GET /slow HTTP/1.1\r\n\r\n")
-    await asyncio.wait_for(started.wait(), 2)
+    server, conn, cancelled = await _hanging_request(serve, 20)
     await server.shutdown(0.2)
     assert b"408" not in await conn.read_to_eof(timeout=3)
     assert cancelled.is_set()
