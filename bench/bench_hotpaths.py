@@ -40,8 +40,7 @@ def test_new_message_id(benchmark):
 
 
 RAW_ID = uuid.uuid4().bytes
-FROM_BYTES = {"uuid.UUID(bytes=)": lambda raw: uuid.UUID(bytes=raw), "obscura.ids (asyncpg type)": ids.uuid_from_bytes,
-              "obscura.ids fallback": ids._standard_from_bytes}
+FROM_BYTES = {"uuid.UUID(bytes=)": lambda raw: uuid.UUID(bytes=raw), "obscura.ids (asyncpg type)": ids.uuid_from_bytes}
 
 
 @pytest.mark.benchmark(group="UUID from 16 bytes (per submission and ACKed id)")

@@ -29,13 +29,12 @@ _REQUEST = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: obscura-bench
 
 
 def _client_main(port: int, conns: int, phase, counter) -> None:
-    import uvloop
-    uvloop.run(_clients(port, conns, phase, counter))
+    loadgen._run(_clients(port, conns, phase, counter))
 
 
 async def _clients(port: int, conns: int, phase, counter) -> None:
     async def one() -> None:
-        _, client = await asyncio.get_running_loop().create_connection(loadgen.HttpClient, "127.0.0.1", port)
+        client = await loadgen._http(port)
         while phase.value < loadgen.STOP:
             status, _ = await client.request(_REQUEST)
             if status != 200:

@@ -9,39 +9,18 @@ instead of ~0.9 us for ``uuid.UUID(bytes=...)``.
 
 Both types are ``uuid.UUID`` instances; code that needs the standard type exactly (orjson
 serializes only that one) converts with ``str()``, as it already must for ids read from the
-database. Without asyncpg's type (another asyncpg build) the standard type is built without
-its validating ``__init__``, which is the next cheapest.
+database. asyncpg is a hard dependency (every mode runs on PostgreSQL), so there is no fallback.
 """
 
 from __future__ import annotations
 
 import uuid
 
+from asyncpg.pgproto.pgproto import UUID as uuid_from_bytes  # 16 bytes -> a uuid.UUID; ValueError otherwise
+
 from obscura._speedups import uuid7_bytes
 
 __all__ = ["uuid_from_bytes", "new_message_id"]
-
-_UUID = uuid.UUID
-_SAFE_UNKNOWN = uuid.SafeUUID.unknown
-_new_object = object.__new__
-_set_slot = object.__setattr__
-
-
-def _standard_from_bytes(raw: bytes) -> uuid.UUID:
-    if len(raw) != 16:
-        raise ValueError("bytes is not a 16-char string")
-    result = _new_object(_UUID)
-    _set_slot(result, "int", int.from_bytes(raw, "big"))
-    _set_slot(result, "is_safe", _SAFE_UNKNOWN)
-    return result
-
-
-try:
-    from asyncpg.pgproto.pgproto import UUID as _FastUUID
-except ImportError:  # pragma: no cover - asyncpg always ships it today
-    _FastUUID = None
-
-uuid_from_bytes = _FastUUID if _FastUUID is not None else _standard_from_bytes
 
 
 def new_message_id() -> uuid.UUID:

@@ -33,7 +33,7 @@ class HttpConnection(asyncio.Protocol):
                  "_parser", "transport", "client_host", "queue", "_queue_waiter", "_task", "_url", "_hdrs",
                  "_header_bytes", "_raw_header_bytes", "_in_headers", "_cur_body", "_deadline", "_timer_kind",
                  "_on_deadline", "_req_deadline", "_req_expired", "_req_cancelling", "_timer", "_timer_at",
-                 "_recheck_s", "busy", "closing", "dead", "upgraded", "tail", "eof", "lost", "handed_off",
+                 "busy", "closing", "dead", "upgraded", "tail", "eof", "lost", "handed_off",
                  "_lingering", "_read_paused", "_bodies_paused", "write_paused", "_drain_waiter", "__weakref__")
 
     def __init__(self, server: HttpServer) -> None:
@@ -69,7 +69,6 @@ class HttpConnection(asyncio.Protocol):
         self._req_cancelling = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        self._recheck_s = min(self._header_timeout_s, self._keepalive_s)
         # states
         self.busy = False
         self.closing = False  # graceful shutdown: finish the current response, then close
@@ -395,7 +394,7 @@ class HttpConnection(asyncio.Protocol):
         if pending and self._timer is None:
             # Early rather than exact: the deadlines that later requests set are then already
             # covered and need no re-arm.
-            self._schedule(min(min(pending), now + self._recheck_s))
+            self._schedule(min(*pending, now + min(self._header_timeout_s, self._keepalive_s)))
 
     def begin_deadline(self, when: float) -> None:
         """Cancel the serving task at loop time ``when`` unless :meth:`end_deadline` comes first

@@ -203,7 +203,7 @@ class Request:
         self.max_body_bytes = max_body_bytes
         self.upgrade = False
         self.chunked = chunked
-        self.received_at = time.perf_counter()  # headers parsed (delivery latency, access log)
+        self.received_at = time.perf_counter()  # headers parsed (delivery latency metric)
 
     @property
     def query(self) -> dict[str, list[str]]:
