@@ -34,7 +34,7 @@ def evaluate(result: dict, echo: dict, ceiling: dict) -> dict:
     cpu_ratio = result["server_cpu_us_per_msg"] / echo["server_cpu_us_per_echo"]
     # Goal 3 is defined inside the server (send request received -> Envelope written): its own
     # histogram when one process took every send and delivery; the recipients' clock otherwise
-    # (across nodes the server figure covers only same-node deliveries).
+    # (across nodes or workers the server figure covers only deliveries within one process).
     server_side = result.get("nodes", 1) == 1 and result.get("workers", 1) == 1 \
         and result.get("server_latency_p99_ms") is not None
     key = "server_latency" if server_side else "latency"

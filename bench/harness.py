@@ -90,8 +90,7 @@ class Server:
 
     def histogram(self, name: str) -> dict[float, float]:
         """Cumulative bucket counts {upper bound: count} of one histogram from /metrics (all label
-        sets summed; +Inf as math.inf). With --workers each scrape reaches one worker: use it with
-        one process per node."""
+        sets summed, the workers of a --workers node included; +Inf as math.inf)."""
         text = httpx.get(f"http://127.0.0.1:{self.mgmt_port}/metrics", timeout=10).text
         buckets: dict[float, float] = {}
         for line in text.splitlines():

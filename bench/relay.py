@@ -128,10 +128,10 @@ def _relay_phases(sc: Scenario, servers: list[Server], recips: list[tuple[str, s
     phase.value = 2  # open loop at half the measured rate (or the one asked for)
     time.sleep(0.5)
     l0 = snap()
-    h0 = _delivery_histogram(sc, servers)
+    h0 = _delivery_histogram(servers)
     time.sleep(sc.latency_seconds)
     l1 = snap()
-    h1 = _delivery_histogram(sc, servers)
+    h1 = _delivery_histogram(servers)
     phase.value = loadgen.STOP
     reports = [out.get(timeout=60) for _ in procs]
     for p in procs:
@@ -148,10 +148,9 @@ def _relay_phases(sc: Scenario, servers: list[Server], recips: list[tuple[str, s
 _DELIVERY = "obscura_message_delivery_latency_seconds"
 
 
-def _delivery_histogram(sc: Scenario, servers: list[Server]) -> dict[float, float] | None:
-    """The nodes' delivery latency buckets summed (None with --workers: a scrape sees one worker)."""
-    if sc.workers > 1:
-        return None
+def _delivery_histogram(servers: list[Server]) -> dict[float, float]:
+    """The nodes' delivery latency buckets summed (a scrape of a --workers node covers all of its
+    workers: the supervisor merges them)."""
     total: dict[float, float] = {}
     for server in servers:
         for bound, count in server.histogram(_DELIVERY).items():

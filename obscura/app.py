@@ -75,9 +75,13 @@ class _Resources:
 class App:
     """One Obscura node. ``await start()``, then ``await stop()`` (or ``serve_forever()``)."""
 
-    def __init__(self, settings: Settings, *, telemetry: Telemetry | None = None, reuse_port: bool = False) -> None:
+    def __init__(self, settings: Settings, *, telemetry: Telemetry | None = None, reuse_port: bool = False,
+                 mgmt_path: str | None = None) -> None:
         self.settings = settings
         self.reuse_port = reuse_port  # SO_REUSEPORT: one of `serve --workers N` processes (obscura/supervisor.py)
+        # A worker's management routes listen on this Unix socket; its supervisor serves the
+        # management port and asks every worker (obscura/supervisor.py).
+        self.mgmt_path = mgmt_path
         self.port: int | None = None
         self.mgmt_port: int | None = None
         self._r = _Resources()
@@ -128,8 +132,8 @@ class App:
         except BaseException:
             await self.stop()
             raise
-        log.info("obscura listening on %s:%s (management %s:%s), database %s, coordination %s, storage %s",
-                 s.server_host, self.port, s.server_host, self.mgmt_port,
+        log.info("obscura listening on %s:%s (management %s), database %s, coordination %s, storage %s",
+                 s.server_host, self.port, self.mgmt_path or f"{s.server_host}:{self.mgmt_port}",
                  "embedded" if s.embedded_database else "external",
                  "redis" if s.pubsub_url else "in-process", s.storage_kind)
 
@@ -226,7 +230,10 @@ class App:
         add_management_routes(mgmt, health)
         self._start_telemetry(mgmt)
         self._r.mgmt_server = HttpServer(mgmt, settings=s, access_log=False)
-        self.mgmt_port = await self._r.mgmt_server.start(s.server_host, s.server_mgmt_port, reuse_port=self.reuse_port)
+        if self.mgmt_path is not None:
+            await self._r.mgmt_server.start_unix(self.mgmt_path)
+        else:
+            self.mgmt_port = await self._r.mgmt_server.start(s.server_host, s.server_mgmt_port)
 
     # -- telemetry (issue 7) ----------------------------------------------------------------------
     def _health_gauge(self):
@@ -306,8 +313,8 @@ def _tune_gc() -> None:
     gc.set_threshold(20_000, 20, 20)
 
 
-async def _main(settings: Settings, reuse_port: bool = False) -> int:
-    app = App(settings, reuse_port=reuse_port)
+async def _main(settings: Settings, reuse_port: bool = False, mgmt_path: str | None = None) -> int:
+    app = App(settings, reuse_port=reuse_port, mgmt_path=mgmt_path)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
@@ -321,8 +328,8 @@ async def _main(settings: Settings, reuse_port: bool = False) -> int:
     return 0
 
 
-def run(settings: Settings, *, reuse_port: bool = False) -> int:
+def run(settings: Settings, *, reuse_port: bool = False, mgmt_path: str | None = None) -> int:
     """Run a node until SIGTERM or SIGINT; the exit status is 0 after a clean shutdown."""
     import uvloop
 
-    return uvloop.run(_main(settings, reuse_port))
+    return uvloop.run(_main(settings, reuse_port, mgmt_path))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from obscura.http.response import Response
 from obscura.http.router import Router
 from obscura.telemetry import HistogramPoint, MetricFamily, Telemetry
 
-__all__ = ["add_metrics_routes", "render_prometheus", "CONTENT_TYPE"]
+__all__ = ["add_metrics_routes", "render_prometheus", "merge_prometheus", "CONTENT_TYPE"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -59,3 +59,42 @@ def render_prometheus(families: Iterable[MetricFamily]) -> bytes:
             else:
                 lines.append(f"{fam.name}{_labels(labels)} {_num(value)}")
     return ("\n".join(lines) + "\n").encode() if lines else b""
+
+
+def merge_prometheus(pages: Sequence[tuple[str, bytes | None]], label: str = "worker") -> bytes:
+    """One exposition from several processes' pages (as render_prometheus writes them), given as
+    (label value, page or None when that process did not answer). Every sample gets
+    ``label="<value>"``, so series never collide; each family keeps one HELP and TYPE, followed by
+    the samples of every process. ``obscura_<label>_up`` says which pages were there."""
+    headers: dict[str, dict[str, str]] = {}  # family -> {"HELP": line, "TYPE": line}, first seen wins
+    samples: dict[str, list[str]] = {}
+    for value, page in pages:
+        if page is None:
+            continue
+        tag = f'{label}="{_escape(value)}"'
+        family = ""
+        for line in page.decode().splitlines():
+            if not line:
+                continue
+            if line.startswith("# "):
+                parts = line.split(" ", 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = parts[2]
+                    headers.setdefault(family, {}).setdefault(parts[1], line)
+                    samples.setdefault(family, [])
+                continue
+            brace, space = line.find("{"), line.find(" ")
+            if 0 <= brace < space:  # name{labels} value
+                rest = line[brace + 1:]
+                line = f"{line[:brace + 1]}{tag}{'' if rest.startswith('}') else ','}{rest}"
+            elif space > 0:  # name value
+                line = f"{line[:space]}{{{tag}}}{line[space:]}"
+            samples.setdefault(family or line.split("{", 1)[0], []).append(line)
+    up = f"obscura_{label}_up"
+    lines = [f"# HELP {up} 1 when the {label} answered this scrape", f"# TYPE {up} gauge"]
+    lines += [f'{up}{{{label}="{_escape(value)}"}} {0 if page is None else 1}' for value, page in pages]
+    for family, rows in samples.items():
+        head = headers.get(family, {})
+        lines += [head[k] for k in ("HELP", "TYPE") if k in head]
+        lines += rows
+    return ("\n".join(lines) + "\n").encode()

@@ -73,6 +73,12 @@ class HttpServer:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
+    async def start_unix(self, path: str) -> None:
+        """Listen on a Unix socket instead (a `serve --workers` worker's private management
+        listener, reached only by its supervisor: obscura/supervisor.py)."""
+        self.loop = asyncio.get_running_loop()
+        self._server = await self.loop.create_unix_server(lambda: HttpConnection(self), path)
+
     async def shutdown(self, timeout_s: float | None = None) -> None:
         """Stop accepting; let in-flight requests finish within ``timeout_s``; then force-close."""
         timeout_s = float(self.settings.server_shutdown_timeout_secs) if timeout_s is None else timeout_s

@@ -43,7 +43,7 @@ def test_two_workers_serve_and_sigterm_stops_both(database_url, redis_url, tmp_p
     prefix = unique_redis_prefix()
     env = _env(OBSCURA_SERVER_PORT=str(port), OBSCURA_SERVER_MGMT_PORT=str(mgmt), OBSCURA_DATABASE_URL=database_url,
                OBSCURA_PUBSUB_URL=redis_url, OBSCURA_NOTIFICATIONS_CHANNEL_PREFIX=prefix,
-               OBSCURA_DATA_DIR=str(tmp_path))
+               OBSCURA_DATA_DIR=str(tmp_path), OBSCURA_TELEMETRY_PROMETHEUS_ENABLED="true")
     proc = subprocess.Popen([sys.executable, "-m", "obscura", "serve", "--workers", "2"], env=env, cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
@@ -59,10 +59,18 @@ def test_two_workers_serve_and_sigterm_stops_both(database_url, redis_url, tmp_p
             assert time.monotonic() < deadline, "workers did not come up"
             time.sleep(0.2)
         # Requests on fresh connections land on either worker (SO_REUSEPORT); all are answered.
-        for _ in range(10):
+        for _ in range(30):
             res = httpx.post(f"http://127.0.0.1:{port}/v1/messages", content=b"",
                              headers={"Connection": "close"}, timeout=5)
             assert res.status_code == 401
+        # The management port is the supervisor's: one scrape reports every worker, so the
+        # node's count is exact (a worker would only know its own share).
+        assert _listeners(mgmt) == {proc.pid}
+        counts = _samples(httpx.get(f"http://127.0.0.1:{mgmt}/metrics", timeout=10).text,
+                          'http_server_requests_total{worker="', 'method="POST",route="/v1/messages",status="401"}')
+        assert sum(counts.values()) == 30 and set(counts) == {"0", "1"}  # 2 x 0.5**30: both got some
+        ready = httpx.get(f"http://127.0.0.1:{mgmt}/readyz", timeout=10)
+        assert ready.json() == {"status": "ok", "database": "ok", "storage": "ok", "pubsub": "ok"}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         for pid in workers:
@@ -71,6 +79,34 @@ def test_two_workers_serve_and_sigterm_stops_both(database_url, redis_url, tmp_p
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def _samples(text: str, prefix: str, suffix: str) -> dict[str, float]:
+    """{worker label: value} of the samples ``prefix<worker>",...suffix value``."""
+    out = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith(prefix) and name.endswith(suffix):
+            out[name[len(prefix):].split('"', 1)[0]] = float(value)
+    return out
+
+
+def _listeners(port: int) -> set[int]:
+    """PIDs holding a listening socket on the port."""
+    inodes = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if parts[3] == "0A" and int(parts[1].split(":")[1], 16) == port:
+                inodes.add(f"socket:[{parts[9]}]")
+    pids = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if inodes & {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}:
+                pids.add(int(pid))
+        except OSError:
+            pass
+    return pids
 
 
 def _both_listening(port: int, workers: list[int]) -> bool:

@@ -42,3 +42,16 @@ def test_dashboard_queries_only_known_metrics():
     assert used <= CATALOGUE, used - CATALOGUE
     assert {"http_server_requests_total", "http_server_request_duration_seconds", "obscura_users_total",
             "obscura_db_pool_active_connections", "obscura_health_status"} <= used
+
+
+def test_database_wide_counts_are_not_summed_over_processes():
+    """Every node and every worker polls the same database (obscura/workers/state_poller.py), so
+    a sum over them would multiply the count: the panels take the max."""
+    from obscura.workers.state_poller import STATE_GAUGES
+
+    with open(os.path.join(REPO, "dashboards", "obscura.json"), encoding="utf-8") as f:
+        dash = json.load(f)
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", ())]
+    state = [e for e in exprs if any(f"{name}{{" in e for name, _ in STATE_GAUGES.values())]
+    assert len(state) >= 4
+    assert all(e.startswith("max(") for e in state), state

@@ -6,7 +6,7 @@ import math
 
 import httpx
 
-from obscura.api.metrics import CONTENT_TYPE, render_prometheus
+from obscura.api.metrics import CONTENT_TYPE, merge_prometheus, render_prometheus
 from obscura.telemetry import HistogramPoint, MetricFamily, Telemetry, TelemetryConfig
 from tests.telemetry.support import running_app_with
 
@@ -53,3 +53,33 @@ def test_render_escapes_labels_and_accumulates_buckets():
         'obscura_g{k="v"} +Inf',
     ]
     assert render_prometheus([]) == b""
+
+
+def test_merge_labels_every_sample_with_its_worker_and_keeps_one_header_per_family():
+    page0 = render_prometheus([
+        MetricFamily("obscura_x_total", "counter", "x help", [({"route": "/a b"}, 3)]),
+        MetricFamily("obscura_size_bytes", "histogram", "", [({}, HistogramPoint((1.0,), (1, 2), 4.0, 3))]),
+    ])
+    page1 = render_prometheus([
+        MetricFamily("obscura_x_total", "counter", "x help", [({"route": "/a b"}, 5)]),
+        MetricFamily("obscura_g", "gauge", "", [({}, 2)]),
+    ])
+    text = merge_prometheus([("0", page0), ("1", page1), ("2", None)]).decode()
+    assert text.splitlines() == [
+        "# HELP obscura_worker_up 1 when the worker answered this scrape",
+        "# TYPE obscura_worker_up gauge",
+        'obscura_worker_up{worker="0"} 1',
+        'obscura_worker_up{worker="1"} 1',
+        'obscura_worker_up{worker="2"} 0',
+        "# HELP obscura_x_total x help",
+        "# TYPE obscura_x_total counter",
+        'obscura_x_total{worker="0",route="/a b"} 3',
+        'obscura_x_total{worker="1",route="/a b"} 5',
+        "# TYPE obscura_size_bytes histogram",
+        'obscura_size_bytes_bucket{worker="0",le="1"} 1',
+        'obscura_size_bytes_bucket{worker="0",le="+Inf"} 3',
+        'obscura_size_bytes_sum{worker="0"} 4',
+        'obscura_size_bytes_count{worker="0"} 3',
+        "# TYPE obscura_g gauge",
+        'obscura_g{worker="1"} 2',
+    ]
