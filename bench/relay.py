@@ -127,8 +127,8 @@ def _relay_phases(sc: Scenario, servers: list[Server], recips: list[tuple[str, s
     rate.value = sc.latency_rate or throughput / 2
     phase.value = 2  # open loop at half the measured rate (or the one asked for)
     time.sleep(0.5)
+    h0 = _delivery_histogram(servers)  # before the window: the scrape's own CPU stays out of it
     l0 = snap()
-    h0 = _delivery_histogram(servers)
     time.sleep(sc.latency_seconds)
     l1 = snap()
     h1 = _delivery_histogram(servers)
@@ -140,6 +140,9 @@ def _relay_phases(sc: Scenario, servers: list[Server], recips: list[tuple[str, s
     errors = sum(r.get("errors", 0) for r in reports)
     return {"relay_msgs_per_s": throughput, "accepted_msgs_per_s": (s1 - s0) / (t1 - t0), "server_cpu_us_per_msg": (c1 - c0) / relayed * 1e6,
             "half_load_msgs_per_s": (l1[0] - l0[0]) / (l1[2] - l0[2]),
+            # CPU per message at a fixed rate (--latency-rate): steadier than the closed loop's
+            # when comparing two builds, which also differ in how much they batch at saturation.
+            "half_load_cpu_us_per_msg": (l1[1] - l0[1]) / max(l1[0] - l0[0], 1) * 1e6,
             "latency_p50_ms": _pct(lat, 0.50), "latency_p99_ms": _pct(lat, 0.99),
             "latency_samples": len(lat), **_server_latency(h0, h1), "send_errors": errors,
             "duplicates": sum(r.get("duplicates", 0) for r in reports)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -15,8 +15,8 @@ from obscura.coord import Coordinator, CoordinationError, Event, idempotency_key
 from obscura.errors import BadRequest, PayloadTooLarge, Unauthorized
 from obscura.telemetry import Telemetry, traced
 
-__all__ = ["MessageService", "PendingMessage", "Enqueued", "LocalDelivery", "SenderGone", "MessageStore",
-           "parse_idempotency_key"]
+__all__ = ["MessageService", "PendingMessage", "Enqueued", "Committed", "CommitListener", "LocalDelivery",
+           "SenderGone", "MessageStore", "parse_idempotency_key"]
 
 log = logging.getLogger("obscura.messages")
 
@@ -49,17 +49,34 @@ class Enqueued(NamedTuple):
     existing: set[uuid.UUID]  # target devices that exist
     inserted: list[tuple[uuid.UUID, uuid.UUID]]  # (message id, target device) of every new row
     created_at: dt.datetime | None  # of the inserted rows (one statement, one transaction time)
+    served: Set[uuid.UUID] = frozenset()  # devices whose sessions here took them at the commit
 
+
+class Committed(NamedTuple):
+    """One send request's part of a group commit, as the store hands it to its ``on_commit``."""
+    sender_id: uuid.UUID
+    sender_device_id: uuid.UUID
+    rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]]  # as given to enqueue
+    received_at: float | None  # time.perf_counter() when the send request arrived
+    result: Enqueued
+
+
+#: Called by the store once per commit, before any of its send requests resume, with every send
+#: request of that commit; returns the devices served completely (Enqueued.served).
+CommitListener = Callable[[list[Committed]], Set[uuid.UUID]]
 
 #: The gateway's hook: hand committed messages (device -> its new messages, in order) to this
 #: node's sessions; returns the devices whose every local session took them directly.
-# (messages by target device, time.perf_counter() when their send request arrived or None)
-LocalDelivery = Callable[[dict[uuid.UUID, list[PendingMessage]], float | None], set[uuid.UUID]]
+# (messages by target device, message id -> time.perf_counter() when its send request arrived)
+LocalDelivery = Callable[[dict[uuid.UUID, list[PendingMessage]], Mapping[uuid.UUID, float]], set[uuid.UUID]]
 
 
 class MessageStore(Protocol):
+    on_commit: CommitListener | None
+
     async def enqueue(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, ttl_days: int,
-                      rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]]) -> Enqueued: ...
+                      rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]],
+                      received_at: float | None = None) -> Enqueued: ...
     async def fetch_pending(self, device_id: uuid.UUID, after: tuple[dt.datetime, uuid.UUID] | None,
                             limit: int, skip: Sequence[uuid.UUID] = ()) -> list[PendingMessage]: ...
     async def delete_acked(self, device_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> int: ...
@@ -86,6 +103,7 @@ class MessageService:
         self._idempotency_ttl_s = idempotency_ttl_s
         self._push_delay_s = push_delay_s
         self.local_delivery: LocalDelivery | None = None  # set by the gateway (App wiring)
+        store.on_commit = self._deliver_locally
         self._sent = telemetry.counter("obscura_messages_sent_total", "inserted message rows")
         self._notified = telemetry.counter("obscura_notifications_sent_total", "recipients per publish attempt")
 
@@ -110,16 +128,15 @@ class MessageService:
         failures, rows, raw_ids = self._validate(submissions)
         if rows:
             try:
-                done = await self._store.enqueue(sender_id, sender_device_id, self._ttl_days, rows)
+                done = await self._store.enqueue(sender_id, sender_device_id, self._ttl_days, rows, received_at)
             except SenderGone:
                 raise Unauthorized() from None
             # Existence failures come after all structural ones, in request order (§5.1).
             failures.extend((raw, *_NOT_FOUND) for raw, row in zip(raw_ids, rows) if row[1] not in done.existing)
             if done.inserted:
                 self._sent.add(len(done.inserted), {"status": "success"})
-                served = self._deliver_locally(sender_id, sender_device_id, rows, done, received_at)
                 response = _speedups.encode_send_message_response(failures)
-                await self._after_commit({device for _, device in done.inserted}, served, cache_key, response)
+                await self._after_commit({device for _, device in done.inserted}, done.served, cache_key, response)
                 return response
         response = _speedups.encode_send_message_response(failures)
         try:
@@ -147,21 +164,29 @@ class MessageService:
                 raw_ids.append(bytes(submission_id))
         return failures, rows, raw_ids
 
-    def _deliver_locally(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, rows, done: Enqueued,
-                         received_at: float | None) -> set[uuid.UUID]:
-        """Committed rows go straight to this node's idle sessions of their targets: no wake-up
-        and no inbox read for them (performance.md). Returns the devices served completely."""
+    def _deliver_locally(self, commits: list[Committed]) -> Set[uuid.UUID]:
+        """The store's on_commit: committed rows go straight to this node's idle sessions of their
+        targets, no wake-up and no inbox read for them (performance.md). Called once per group
+        commit, so a session gets one frame for everything that commit holds for it (and sends
+        one ACK back), and before the send requests resume, so the write waits for none of their
+        responses. Returns the devices served completely."""
         deliver = self.local_delivery
-        if deliver is None or done.created_at is None:
-            return set()
-        contents = {message_id: content for message_id, _, _, content in rows}
+        if deliver is None:
+            return frozenset()
         by_device: dict[uuid.UUID, list[PendingMessage]] = {}
-        for message_id, device in done.inserted:
-            by_device.setdefault(device, []).append(
-                PendingMessage(message_id, sender_id, sender_device_id, contents[message_id], done.created_at))
-        return deliver(by_device, received_at)
+        received: dict[uuid.UUID, float] = {}
+        for sender_id, sender_device_id, rows, received_at, done in commits:
+            if not done.inserted or done.created_at is None:
+                continue
+            contents = {message_id: content for message_id, _, _, content in rows}
+            for message_id, device in done.inserted:
+                by_device.setdefault(device, []).append(
+                    PendingMessage(message_id, sender_id, sender_device_id, contents[message_id], done.created_at))
+                if received_at is not None:
+                    received[message_id] = received_at
+        return deliver(by_device, received) if by_device else frozenset()
 
-    async def _after_commit(self, devices: set[uuid.UUID], served: set[uuid.UUID], cache_key: str,
+    async def _after_commit(self, devices: set[uuid.UUID], served: Set[uuid.UUID], cache_key: str,
                             response: bytes) -> None:
         """One wake-up (0x01) and one delayed push job per target device, and the response in
         the idempotency cache: one coordinator call (one Redis round trip for all three).

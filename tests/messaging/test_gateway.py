@@ -389,6 +389,50 @@ async def test_idle_session_gets_new_messages_directly_in_order(node_factory):
         await client.close()
 
 
+async def test_a_group_commit_reaches_an_idle_session_in_one_frame(node_factory):
+    # Send requests that reach the store in the same loop tick share one statement and one
+    # commit (MessageRepo.enqueue); the session gets all the commit holds for it in one
+    # EnvelopeBatch, in request order, before any of the requests resumes.
+    from obscura._proto import obscura_pb2 as pb
+    node, http = await node_factory(ws_ping_interval_secs=1, ws_ping_timeout_secs=5)
+    alice, bob, client, session = await _idle_pair(node, http)
+    carol = await register_user(http)
+    try:
+        frames = len(client.frames)
+        bodies = [pb.SendMessageRequest(messages=[submission(bob.device_id, b"g%d" % i)]).SerializeToString()
+                  for i in range(3)]
+        senders = (alice, carol, alice)
+        responses = await asyncio.gather(*(node.messages.send(u.user_id, u.device_id, uuid.uuid4(), body)
+                                           for u, body in zip(senders, bodies)))
+        assert responses == [b"", b"", b""]
+        envelopes = await client.envelopes_for(3, timeout_s=5)
+        assert [e.message for e in envelopes] == [b"g0", b"g1", b"g2"]
+        assert [e.sender_id for e in envelopes] == [u.user_id.bytes for u in senders]
+        assert len(client.frames) == frames + 1
+        assert session._pump_task is None  # no wake-up, no inbox read
+        client.ack(*[e.id for e in envelopes])
+    finally:
+        await client.close()
+
+
+async def test_a_failing_direct_delivery_leaves_the_send_accepted_and_the_pump_delivers(node_factory):
+    node, http = await node_factory(ws_ping_interval_secs=1, ws_ping_timeout_secs=5)
+    alice, bob, client, session = await _idle_pair(node, http)
+
+    def broken(by_device, received_at):  # an injected fault in the commit listener
+        raise RuntimeError("injected")
+
+    node.messages.local_delivery = broken
+    try:
+        await send_text(http, alice, bob, b"via the pump")  # 200 all the same
+        [env] = await client.envelopes_for(1, timeout_s=5)
+        assert env.message == b"via the pump"
+        assert session._pump_task is not None  # the wake-up drained it
+        client.ack(env.id)
+    finally:
+        await client.close()
+
+
 async def test_pong_while_a_large_backlog_streams(node_factory):
     node, http = await node_factory(ws_message_fetch_batch_size=100)
     alice, bob = await register_user(http), await register_user(http)

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Sequence
 
 import asyncpg
 
-from obscura.services.messages import Enqueued, PendingMessage, SenderGone
+from obscura.services.messages import CommitListener, Committed, Enqueued, PendingMessage, SenderGone
 from obscura.store.postgres.pool import Database
 
 __all__ = ["MessageRepo"]
+
+log = logging.getLogger("obscura.store.messages")
 
 # One statement, one implicit transaction (spec §5.1): lock the targets that exist (so a target
 # deleted meanwhile cannot fail the foreign key: only a deleted sender can), insert the rows for
@@ -105,11 +108,11 @@ def _count(status: str) -> int:
 
 
 class _Send:
-    __slots__ = ("sender_id", "sender_device_id", "ttl_days", "rows", "future")
+    __slots__ = ("sender_id", "sender_device_id", "ttl_days", "rows", "received_at", "future")
 
-    def __init__(self, sender_id, sender_device_id, ttl_days, rows, future) -> None:
+    def __init__(self, sender_id, sender_device_id, ttl_days, rows, received_at, future) -> None:
         self.sender_id, self.sender_device_id, self.ttl_days = sender_id, sender_device_id, ttl_days
-        self.rows, self.future = rows, future
+        self.rows, self.received_at, self.future = rows, received_at, future
 
 
 class MessageRepo:
@@ -120,6 +123,7 @@ class MessageRepo:
         self._flushes: set[asyncio.Task] = set()
         self._fetches: dict[int, list] = {}
         self._fetch_scheduled = False
+        self.on_commit: CommitListener | None = None  # MessageService's direct delivery
 
     async def existing_devices(self, device_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
         async with self._db.acquire() as conn:
@@ -127,17 +131,20 @@ class MessageRepo:
         return {r["id"] for r in rows}
 
     async def enqueue(self, sender_id: uuid.UUID, sender_device_id: uuid.UUID, ttl_days: int,
-                      rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]]) -> Enqueued:
+                      rows: Sequence[tuple[uuid.UUID, uuid.UUID, uuid.UUID, bytes]],
+                      received_at: float | None = None) -> Enqueued:
         """Insert (message id, target device, submission id, content) rows, durably committed.
 
-        Returns the targets that exist, (message id, target device) of every inserted row and
-        their ``created_at`` (one value: the statement's transaction time). Rows for unknown
-        devices and duplicates of an earlier submission by this device are not inserted.
-        Group commit: every send queued during one event-loop tick shares one statement and one
-        commit (performance.md: one round trip and one WAL flush instead of one per request).
+        Returns the targets that exist, (message id, target device) of every inserted row, their
+        ``created_at`` (one value: the statement's transaction time) and the devices on_commit
+        served. Rows for unknown devices and duplicates of an earlier submission by this device
+        are not inserted. Group commit: every send queued during one event-loop tick shares one
+        statement and one commit (performance.md: one round trip and one WAL flush instead of
+        one per request); on_commit sees all of them at once, before any caller resumes (also
+        the rows of a caller that has given up: they are committed).
         """
         loop = asyncio.get_running_loop()
-        send = _Send(sender_id, sender_device_id, ttl_days, rows, loop.create_future())
+        send = _Send(sender_id, sender_device_id, ttl_days, rows, received_at, loop.create_future())
         self._queued.append(send)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -163,7 +170,7 @@ class MessageRepo:
                 return _settle(batch[0], exc=SenderGone())
             for send in batch:  # one sender is gone: find out whose rows fail, one statement each
                 try:
-                    _settle(send, (await self._insert([send]))[0])
+                    _settle(send, self._committed([send], await self._insert([send]))[0])
                 except asyncpg.ForeignKeyViolationError:
                     _settle(send, exc=SenderGone())
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
@@ -175,10 +182,23 @@ class MessageRepo:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
-        for send, result in zip(batch, results):
+        for send, result in zip(batch, self._committed(batch, results)):
             _settle(send, result)
 
-    async def _insert(self, batch: list[_Send]) -> list[tuple[set[uuid.UUID], list[uuid.UUID]]]:
+    def _committed(self, batch: list[_Send], results: list[Enqueued]) -> list[Enqueued]:
+        """Tell on_commit; the results with the devices it served."""
+        listener = self.on_commit
+        if listener is None:
+            return results
+        try:
+            served = listener([Committed(s.sender_id, s.sender_device_id, s.rows, s.received_at, r)
+                               for s, r in zip(batch, results)])
+        except Exception:  # noqa: BLE001 - the rows are committed: the wake-ups deliver them
+            log.warning("direct delivery after a commit failed", exc_info=True)
+            return results
+        return [r._replace(served=served) for r in results] if served else results
+
+    async def _insert(self, batch: list[_Send]) -> list[Enqueued]:
         ids, senders, sender_devices, targets, submissions, contents = [], [], [], [], [], []
         for send in batch:
             for message_id, target, submission, content in send.rows:
