@@ -275,3 +275,48 @@ async def test_after_send_parts_fail_on_their_own(coord: RedisCoordinator, raw: 
     assert await raw.get(key) == b"r"
     await raw.delete(coord._queue_key)
 
+
+
+async def test_commands_queued_while_a_pipeline_is_in_flight_go_out_together(coord: RedisCoordinator,
+                                                                              raw: aioredis.Redis) -> None:
+    # One pipeline in flight at a time: what is queued while it waits goes out in one write
+    # when it is done, however many loop ticks it was queued over. Redis is held back (an
+    # injected slow server: CLIENT PAUSE) so the first pipeline stays in flight.
+    proto = await coord._hot_connection()
+    sizes: list[int] = []
+    send = proto.send
+
+    def counting(payload: bytes, replies: int):
+        sizes.append(replies)
+        return send(payload, replies)
+
+    proto.send = counting
+    keys = [idempotency_key(uuid.uuid4(), uuid.uuid4()) for _ in range(4)]
+    await raw.set(keys[2], b"two")
+    await raw.execute_command("CLIENT", "PAUSE", "300", "ALL")
+    first = asyncio.ensure_future(coord.get_idempotent(keys[0]))
+    await asyncio.sleep(0.05)  # its pipeline is out; Redis holds it
+    later = []
+    for key in keys[1:]:
+        later.append(asyncio.ensure_future(coord.get_idempotent(key)))
+        await asyncio.sleep(0.01)  # each on a loop tick of its own
+    assert sizes == [1]
+    assert await asyncio.gather(first, *later) == [None, None, b"two", None]
+    assert sizes == [1, 3]
+    await raw.delete(keys[2])
+
+
+async def test_close_fails_what_waits_behind_the_pipeline_in_flight(redis_url: str, raw: aioredis.Redis) -> None:
+    coord = RedisCoordinator(coord_settings(), redis_url)
+    await coord.start()
+    try:
+        await raw.execute_command("CLIENT", "PAUSE", "300", "ALL")
+        first = asyncio.ensure_future(coord.get_idempotent("obscura-test:a"))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.ensure_future(coord.get_idempotent("obscura-test:b"))
+        await asyncio.sleep(0.01)
+    finally:
+        await coord.close()
+    for future in (first, waiting):
+        with pytest.raises(CoordinationError):
+            await asyncio.wait_for(future, 5)
