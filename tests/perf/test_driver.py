@@ -67,3 +67,15 @@ def test_goal3_uses_the_servers_own_figure_on_one_process():
     two = evaluate({**base, "nodes": 2, "workers": 1}, echo, ceiling)
     assert (one["goal3_measured"], one["goal3_met"]) == ("server", True)
     assert (two["goal3_measured"], two["goal3_met"]) == ("client", False)
+
+
+def test_gate_fails_only_when_the_better_of_two_measurements_regresses():
+    from bench.gate import best, compare
+    baseline = {"goal1_relay_ratio": 0.10, "goal2_cpu_ratio": 20.0}
+    slow = {"goal1_relay_ratio": 0.080, "goal2_cpu_ratio": 22.0}   # goal 1 below 0.085
+    noisy = {"goal1_relay_ratio": 0.095, "goal2_cpu_ratio": 25.0}  # goal 2 above 23.53
+    assert len(compare(slow, baseline)) == 1 and len(compare(noisy, baseline)) == 1
+    assert compare(best(slow, noisy), baseline) == []  # each goal held in one of them
+    worse = {"goal1_relay_ratio": 0.070, "goal2_cpu_ratio": 26.0}
+    assert len(compare(best(slow, worse), baseline)) == 1  # goal 1 regressed in both
+    assert len(compare(best(noisy, worse), baseline)) == 1  # goal 2 regressed in both
