@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -17,7 +18,7 @@ DeleteFn = Callable[[Sequence[uuid.UUID]], Awaitable[int]]
 
 
 class AckBatcher:
-    """Collects ACKed ids and deletes them every ``batch_size`` ids or ``flush_interval_s``.
+    """Collects ACKed ids and deletes them every ``batch_size`` ids or within ``flush_interval_s``.
 
     ``add`` never blocks: beyond ``capacity`` unflushed ids the rest are dropped (counted); those
     messages simply stay queued and come back on the next connection. No task lives between
@@ -58,7 +59,15 @@ class AckBatcher:
         if len(self._pending) >= self._batch_size:
             self._start(everything=False)
         elif self._timer is None:
-            self._timer = self._loop.call_later(self._flush_interval_s, self._on_timer)
+            self._arm()
+
+    def _arm(self) -> None:
+        """The timer fires within flush_interval_s, at the latest point of a node-wide grid of
+        tenths of it before then: the timers of many sessions fire in the same loop iteration,
+        so their deletes share one statement (MessageRepo.delete_acked)."""
+        grid = self._flush_interval_s / 10
+        deadline = math.floor((self._loop.time() + self._flush_interval_s) / grid) * grid
+        self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -78,7 +87,7 @@ class AckBatcher:
         finally:
             self._running = None
             if self._pending and self._timer is None and not self._closed:
-                self._timer = self._loop.call_later(self._flush_interval_s, self._on_timer)
+                self._arm()
 
     async def _flush_once(self) -> None:
         batch, self._pending = self._pending[:self._batch_size], self._pending[self._batch_size:]

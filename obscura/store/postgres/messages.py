@@ -44,10 +44,15 @@ SELECT true AS target, id, now() AS at FROM t UNION ALL SELECT false, id, now() 
 # milliseconds (3 x wal_writer_delay at most); those messages are delivered again on the next
 # connection, as after any ACK that never arrived (delivery is at-least-once, spec §3.5). Sends
 # stay durable: their loss would lose messages.
+# The ACKs of several sessions go into one statement ($2: the device of each id in $1, so a
+# session deletes only its own device's rows); the PK index finds the rows (id = ANY), the pairs
+# filter them. One row per device with its count.
 _DELETE_ACKED = """
 WITH lazy AS (SELECT set_config('synchronous_commit', 'off', true)),
-gone AS (DELETE FROM messages WHERE id = ANY($1::uuid[]) AND device_id = $2 RETURNING 1)
-SELECT count(*) FROM gone, lazy
+gone AS (DELETE FROM messages WHERE id = ANY($1::uuid[])
+         AND (id, device_id) IN (SELECT a.id, a.device_id FROM unnest($1::uuid[], $2::uuid[]) AS a(id, device_id))
+         RETURNING device_id)
+SELECT gone.device_id, count(*) AS n FROM gone, lazy GROUP BY gone.device_id
 """
 
 _FETCH_FIRST = """
@@ -123,6 +128,8 @@ class MessageRepo:
         self._flushes: set[asyncio.Task] = set()
         self._fetches: dict[int, list] = {}
         self._fetch_scheduled = False
+        self._deletes: list[tuple[uuid.UUID, Sequence[uuid.UUID], asyncio.Future]] = []
+        self._delete_scheduled = False
         self.on_commit: CommitListener | None = None  # MessageService's direct delivery
 
     async def existing_devices(self, device_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
@@ -284,9 +291,51 @@ class MessageRepo:
 
     async def delete_acked(self, device_id: uuid.UUID, message_ids: Sequence[uuid.UUID]) -> int:
         """Delete ACKed rows of this device only: a session cannot delete others' messages (§3.5).
-        The delete does not wait for its WAL flush (see _DELETE_ACKED)."""
-        async with self._db.acquire() as conn:
-            return await conn.fetchval(_DELETE_ACKED, list(message_ids), device_id)
+        Returns how many went. The deletes asked for during one loop tick share one statement
+        (the sessions' ACK timers fire together: gateway/acks.py), one per device at most; it
+        does not wait for its WAL flush (see _DELETE_ACKED)."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._deletes.append((device_id, message_ids, future))
+        if not self._delete_scheduled:
+            self._delete_scheduled = True
+            loop.call_soon(self._start_deletes)
+        return await future
+
+    def _start_deletes(self) -> None:
+        self._delete_scheduled = False
+        batch, later, devices = [], [], set()
+        for item in self._deletes:
+            (later if item[0] in devices else batch).append(item)
+            devices.add(item[0])
+        self._deletes = later
+        if later:  # a second session of a device: its own statement, right after
+            self._delete_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_deletes)
+        task = asyncio.get_running_loop().create_task(self._delete_batch(batch))
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _delete_batch(self, batch: list) -> None:
+        ids: list[uuid.UUID] = []
+        owners: list[uuid.UUID] = []
+        for device_id, message_ids, _ in batch:
+            ids.extend(message_ids)
+            owners.extend([device_id] * len(message_ids))
+        try:
+            async with self._db.acquire() as conn:
+                rows = await conn.fetch(_DELETE_ACKED, ids, owners)
+        except BaseException as exc:  # noqa: BLE001 - every waiting session gets the failure
+            for *_, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        counts = {r["device_id"]: r["n"] for r in rows}
+        for device_id, _, future in batch:
+            if not future.done():
+                future.set_result(counts.get(device_id, 0))
 
     async def delete_expired(self, limit: int) -> int:
         async with self._db.acquire() as conn:
