@@ -104,6 +104,15 @@ def _settle(send: _Send, result=None, *, exc: BaseException | None = None) -> No
         send.future.set_result(result)
 
 
+def _fail_all(futures: list[asyncio.Future], exc: BaseException) -> None:
+    """Hand one statement's failure to everyone waiting on it; a cancellation goes on up."""
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
+    if isinstance(exc, asyncio.CancelledError):
+        raise exc
+
+
 def _order(m: PendingMessage) -> tuple[dt.datetime, uuid.UUID]:
     return m.created_at, m.id
 
@@ -165,9 +174,13 @@ class MessageRepo:
         for send in queued:
             by_ttl.setdefault(send.ttl_days, []).append(send)
         for batch in by_ttl.values():
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+            self._spawn(self._flush(batch))
+
+    def _spawn(self, coro) -> None:
+        """A statement's task, referenced until it is done."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
 
     async def _flush(self, batch: list[_Send]) -> None:
         try:
@@ -244,20 +257,13 @@ class MessageRepo:
         self._fetch_scheduled = False
         queued, self._fetches = self._fetches, {}
         for limit, batch in queued.items():
-            task = asyncio.get_running_loop().create_task(self._fetch_batch(batch, limit))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
+            self._spawn(self._fetch_batch(batch, limit))
 
     async def _fetch_batch(self, batch: list, limit: int) -> None:
         try:
             pages = await self._read_pages([(d, a, skip) for d, a, skip, _ in batch], limit)
         except BaseException as exc:  # noqa: BLE001 - every waiting session gets the failure
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
+            return _fail_all([future for *_, future in batch], exc)
         for (*_, future), page in zip(batch, pages):
             if not future.done():
                 future.set_result(page)
@@ -312,9 +318,7 @@ class MessageRepo:
         if later:  # a second session of a device: its own statement, right after
             self._delete_scheduled = True
             asyncio.get_running_loop().call_soon(self._start_deletes)
-        task = asyncio.get_running_loop().create_task(self._delete_batch(batch))
-        self._flushes.add(task)
-        task.add_done_callback(self._flushes.discard)
+        self._spawn(self._delete_batch(batch))
 
     async def _delete_batch(self, batch: list) -> None:
         ids: list[uuid.UUID] = []
@@ -326,12 +330,7 @@ class MessageRepo:
             async with self._db.acquire() as conn:
                 rows = await conn.fetch(_DELETE_ACKED, ids, owners)
         except BaseException as exc:  # noqa: BLE001 - every waiting session gets the failure
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
+            return _fail_all([future for *_, future in batch], exc)
         counts = {r["device_id"]: r["n"] for r in rows}
         for device_id, _, future in batch:
             if not future.done():
