@@ -16,6 +16,7 @@ import orjson
 from obscura.api.metrics import CONTENT_TYPE, merge_prometheus
 from obscura.http.response import Response, json_response
 from obscura.http.router import Router
+from obscura.services.health import ReadinessReport
 
 __all__ = ["add_fanout_routes", "ask_worker", "WorkerError"]
 
@@ -80,7 +81,7 @@ def add_fanout_routes(router: Router, paths: Sequence[str], *, readyz_timeout_s:
         return Response(200 if all(a is not None and a[0] == 200 for a in answers) else 503)
 
     async def readyz(request) -> Response:
-        merged = {"status": "ok", "database": "ok", "storage": "ok", "pubsub": "ok"}
+        merged = ReadinessReport(database=True, storage=True, pubsub=True).as_json()  # the §2.15 keys
         for index, answer in enumerate(await _ask_all(paths, "/readyz", readyz_timeout_s)):
             report = _report(answer)
             if report is None:

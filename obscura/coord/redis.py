@@ -203,13 +203,7 @@ class RedisCoordinator(Coordinator):
 
     def _tick_done(self, task: asyncio.Task) -> None:
         self._tick_tasks.discard(task)
-        if not self._closed:
-            self._start_tick()
-            return
-        batch, self._tick_commands = self._tick_commands, []  # closed meanwhile: nothing goes out
-        for _, future in batch:
-            if not future.done():
-                future.set_exception(CoordinationError("coordinator is not started or already closed"))
+        self._start_tick()  # what was queued meanwhile; after close() it fails in _hot_connection
 
     async def _run_tick(self, batch: list) -> None:
         try:

@@ -27,6 +27,14 @@ async def _supervisor_port(settings, paths) -> HttpServer:
     return server
 
 
+async def _probe(client: httpx.AsyncClient, supervisor: HttpServer) -> tuple[int, httpx.Response, list[str]]:
+    """/livez status, /readyz response and /metrics lines of a supervisor's port."""
+    base = f"http://127.0.0.1:{supervisor.port}"
+    livez = (await client.get(f"{base}/livez")).status_code
+    ready = await client.get(f"{base}/readyz")
+    return livez, ready, (await client.get(f"{base}/metrics")).text.splitlines()
+
+
 async def test_fanout_answers_for_every_worker_and_names_the_missing_one(settings_factory, tmp_path):
     settings = settings_factory()
     live, gone = str(tmp_path / "worker-0.sock"), str(tmp_path / "worker-1.sock")
@@ -39,23 +47,19 @@ async def test_fanout_answers_for_every_worker_and_names_the_missing_one(setting
         async with httpx.AsyncClient(timeout=10) as client:
             for _ in range(3):
                 assert (await client.get(f"http://127.0.0.1:{node.port}/openapi.yaml")).status_code == 200
-            base = f"http://127.0.0.1:{supervisor.port}"
-            assert (await client.get(f"{base}/livez")).status_code == 200
-            ready = await client.get(f"{base}/readyz")
+            livez, ready, lines = await _probe(client, supervisor)
+            assert livez == 200
             assert ready.status_code == 200
             assert ready.json() == {"status": "ok", "database": "ok", "storage": "ok", "pubsub": "ok"}
-            lines = (await client.get(f"{base}/metrics")).text.splitlines()
             assert 'obscura_worker_up{worker="0"} 1' in lines
             assert 'http_server_requests_total{worker="0",method="GET",route="/openapi.yaml",status="200"} 3' in lines
 
             # Worker 1 is not there: not live, not ready (its components are not blamed), its
             # series are missing and obscura_worker_up says so; worker 0 is still reported.
-            base = f"http://127.0.0.1:{broken.port}"
-            assert (await client.get(f"{base}/livez")).status_code == 503
-            ready = await client.get(f"{base}/readyz")
+            livez, ready, lines = await _probe(client, broken)
+            assert livez == 503
             assert ready.status_code == 503
             assert ready.json() == {"status": "error", "database": "ok", "storage": "ok", "pubsub": "ok"}
-            lines = (await client.get(f"{base}/metrics")).text.splitlines()
             assert 'obscura_worker_up{worker="0"} 1' in lines and 'obscura_worker_up{worker="1"} 0' in lines
             assert not any('worker="1"' in line for line in lines if not line.startswith("obscura_worker_up"))
     finally:
