@@ -1,10 +1,12 @@
-"""raise_if_cancelling: a swallowed cancellation still stops a loop (obscura/aio.py)."""
+"""obscura/aio.py: a swallowed cancellation still stops a loop; LoopBound looks its loop up once."""
 
 from __future__ import annotations
 
 import asyncio
 
-from obscura.aio import raise_if_cancelling
+import pytest
+
+from obscura.aio import LoopBound, raise_if_cancelling
 
 
 async def test_a_swallowed_cancel_still_ends_the_loop():
@@ -55,3 +57,19 @@ async def test_a_cancel_swallowed_without_an_error_ends_the_loop_after_its_cycle
     give_up = True
     await asyncio.wait({task}, timeout=2)
     assert done and task.cancelled()
+
+
+async def test_loop_bound_looks_the_running_loop_up_once(monkeypatch):
+    class Owner(LoopBound):
+        pass
+
+    first, second = Owner(), Owner()
+    assert first.bound_loop is asyncio.get_running_loop()
+
+    def no_more_lookups():
+        raise AssertionError("looked up again")
+
+    monkeypatch.setattr(asyncio, "get_running_loop", no_more_lookups)
+    assert first.bound_loop.is_running()   # a plain attribute now
+    with pytest.raises(AssertionError, match="looked up again"):
+        second.bound_loop   # each object looks up its own, once

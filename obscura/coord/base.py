@@ -7,6 +7,8 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Iterable, Sequence
 
+from obscura.aio import LoopBound
+
 __all__ = [
     "CoordinationError",
     "Coordinator",
@@ -66,7 +68,7 @@ def idempotency_key(sender_device_id: uuid.UUID, key: uuid.UUID) -> str:
     return f"idempotency:submission:{sender_device_id}:{key}"
 
 
-class Coordinator(ABC):
+class Coordinator(LoopBound, ABC):
     """What nodes share: a wake-up bus, single-use tickets, an idempotency cache, a push queue.
 
     The bus carries wake-ups, never messages (decisions §4.11): a lost event costs latency, not

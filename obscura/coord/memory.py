@@ -127,7 +127,7 @@ class MemoryCoordinator(Coordinator):
         self._pending.extend(batch)
         if not self._drain_scheduled:
             self._drain_scheduled = True
-            asyncio.get_running_loop().call_soon(self._drain)
+            self.bound_loop.call_soon(self._drain)
 
     def _drain(self) -> None:
         self._drain_scheduled = False

@@ -184,7 +184,7 @@ class RedisCoordinator(Coordinator):
         CoordinationError when any of them failed. Only idempotent commands come here: a
         pipeline whose connection dropped is sent again once."""
         self._client()  # raises CoordinationError when not started
-        loop = asyncio.get_running_loop()
+        loop = self.bound_loop
         future = loop.create_future()
         self._tick_commands.append((commands, future))
         if not self._tick_scheduled:
@@ -197,7 +197,7 @@ class RedisCoordinator(Coordinator):
         if self._tick_tasks or not self._tick_commands:
             return  # the pipeline in flight starts the next one when it is done (_tick_done)
         batch, self._tick_commands = self._tick_commands, []
-        task = asyncio.get_running_loop().create_task(self._run_tick(batch))
+        task = self.bound_loop.create_task(self._run_tick(batch))
         self._tick_tasks.add(task)
         task.add_done_callback(self._tick_done)
 

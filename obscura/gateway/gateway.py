@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 
+from obscura.aio import LoopBound
 from obscura.config import Settings
 from obscura.coord import Coordinator, CoordinationError
 from obscura.errors import BadRequest, Unauthorized
@@ -53,7 +54,7 @@ class TicketService:
             return None
 
 
-class Gateway:
+class Gateway(LoopBound):
     """Owns this node's sessions. Sessions subscribe to their device's events through the
     coordinator; after a bus reconnect every session re-drains (decisions §4.2)."""
 
@@ -146,12 +147,12 @@ class Gateway:
         """Cancel the device's pending push job (on connect and on every ACK, spec §6.3); the
         cancels of one loop tick go out as one coordinator call instead of a task per ACK frame."""
         if not self._cancels:
-            asyncio.get_running_loop().call_soon(self._flush_cancels)
+            self.bound_loop.call_soon(self._flush_cancels)
         self._cancels.add(device_id)
 
     def _flush_cancels(self) -> None:
         devices, self._cancels = list(self._cancels), set()
-        task = asyncio.get_running_loop().create_task(self.messages.cancel_push(devices))
+        task = self.bound_loop.create_task(self.messages.cancel_push(devices))
         self._cancel_tasks.add(task)  # referenced until done
         task.add_done_callback(self._cancel_tasks.discard)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import uuid
 
@@ -161,6 +162,24 @@ def test_generated_request_ids_are_distinct_uuid4s() -> None:
     # every variant nibble 8-b and every hex digit of the random part turn up
     assert {rid[19] for rid in ids} == set("89ab")
     assert set("".join(rid[:8] for rid in ids)) == set("0123456789abcdef")
+
+
+def test_a_forked_child_does_not_repeat_its_parents_request_ids() -> None:
+    # The random part is read from the OS in blocks; a child must not hand out the rest of the block.
+    request_id_from(None)  # the parent holds a partly used block
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, " ".join(request_id_from(None) for _ in range(20)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {request_id_from(None) for _ in range(20)}
+    assert len(child) == 20 and not child & parent
 
 
 async def test_404_and_405_are_json_with_allow(serve) -> None:  # noqa: ANN001

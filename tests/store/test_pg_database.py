@@ -12,7 +12,9 @@ import pytest
 import pytest_asyncio
 
 from obscura.config import load_settings
+from obscura.store.postgres import pool as pool_module
 from obscura.store.postgres.pool import Database, DatabaseUnavailable, create_pool, with_database
+from obscura.store.postgres.stats import pool_usage
 
 
 def _settings(url: str, **overrides):
@@ -203,3 +205,102 @@ async def test_close_terminates_connections_still_busy(database_url):
             pytest.fail("the busy connection survived close()")
     finally:
         await observer.close()
+
+
+async def test_a_clean_release_keeps_the_connection_aside_for_the_next_acquire(database_url):
+    pool = await create_pool(database_url, _settings(database_url, db_max_connections=2, db_min_connections=1))
+    db = Database(pool)
+    try:
+        async with db.acquire() as first:
+            await first.fetchval("SELECT 1")
+        # asyncpg still counts it as in use; the node's pool gauges count it as idle
+        assert (db.spare_count, pool.get_idle_size()) == (1, 0)
+        assert pool_usage(db) == {"active": 0, "idle": 1, "max": 2}
+        async with db.acquire() as again:
+            assert again is first   # the same proxy: it did not go through the pool
+            assert db.spare_count == 0
+        await db.check(1.0)   # the readiness probe takes a spare too
+        assert db.spare_count == 1
+    finally:
+        await db.close()
+
+
+async def test_a_connection_left_in_a_transaction_or_with_an_error_goes_back_through_the_pool(database_url):
+    pool = await create_pool(database_url, _settings(database_url, db_max_connections=1, db_min_connections=1))
+    db = Database(pool, acquire_timeout_s=0.5)
+    try:
+        async with db.acquire() as conn:
+            await conn.execute("BEGIN")   # never committed
+        assert db.spare_count == 0
+        async with db.acquire() as conn:
+            assert not conn.is_in_transaction()   # the pool's reset rolled it back
+            assert await conn.fetchval("SELECT 1") == 1
+        with pytest.raises(ZeroDivisionError):
+            async with db.acquire():
+                1 / 0
+        assert (db.spare_count, pool.get_idle_size()) == (0, 1)
+    finally:
+        await db.close()
+
+
+async def test_spares_go_back_to_the_pool_after_a_while(database_url, monkeypatch):
+    monkeypatch.setattr(pool_module, "SPARE_SECONDS", 0.05)
+    pool = await create_pool(database_url, _settings(database_url, db_max_connections=3, db_min_connections=1))
+    db = Database(pool)
+    try:
+        async def hold() -> None:
+            async with db.acquire() as conn:
+                await conn.fetchval("SELECT pg_sleep(0.05)")
+        await asyncio.gather(hold(), hold(), hold())
+        assert (db.spare_count, pool.get_idle_size()) == (3, 0)
+        for _ in range(100):
+            if pool.get_idle_size() == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert (db.spare_count, pool.get_idle_size()) == (0, 3)   # idle timeout and recycling apply again
+    finally:
+        await db.close()
+
+
+async def _terminate(observer: asyncpg.Connection, conn: asyncpg.Connection) -> int:
+    """End ``conn``'s server process and wait until the client has noticed; its pid."""
+    backend = await conn.fetchval("SELECT pg_backend_pid()")
+    assert await observer.fetchval("SELECT pg_terminate_backend($1)", backend)
+    for _ in range(100):
+        try:
+            if conn.is_closed():
+                break
+        except asyncpg.InterfaceError:   # asyncpg already gave the lost connection's slot back
+            break
+        await asyncio.sleep(0.02)
+    return backend
+
+
+async def test_a_lost_connection_is_neither_kept_nor_handed_out(database_url):
+    pool = await create_pool(database_url, _settings(database_url, db_max_connections=2, db_min_connections=1))
+    db = Database(pool)
+    observer = await asyncpg.connect(database_url, timeout=10)
+    try:
+        async with db.acquire() as spare:
+            await spare.fetchval("SELECT 1")
+        backend = await _terminate(observer, spare)   # lost while it sits aside
+        async with db.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") != backend
+            backend = await _terminate(observer, conn)   # lost inside the block, which ends cleanly
+        assert db.spare_count == 0
+        async with db.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") != backend
+    finally:
+        await observer.close()
+        await db.close()
+
+
+async def test_close_does_not_wait_for_its_own_spares(database_url):
+    pool = await create_pool(database_url, _settings(database_url, db_max_connections=2, db_min_connections=1))
+    db = Database(pool)
+    async with db.acquire() as conn:
+        await conn.fetchval("SELECT 1")
+    started = time.monotonic()
+    await db.close(timeout_s=5)
+    assert time.monotonic() - started < 1   # not the 5 s of a connection nobody releases
+    assert pool.is_closing() and db.spare_count == 0

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from obscura.aio import LoopBound
 from obscura.services.messages import CommitListener, Committed, Enqueued, PendingMessage, SenderGone
 from obscura.store.postgres.pool import Database
 
@@ -129,7 +130,7 @@ class _Send:
         self.rows, self.received_at, self.future = rows, received_at, future
 
 
-class MessageRepo:
+class MessageRepo(LoopBound):
     def __init__(self, db: Database) -> None:
         self._db = db
         self._queued: list[_Send] = []
@@ -159,7 +160,7 @@ class MessageRepo:
         one per request); on_commit sees all of them at once, before any caller resumes (also
         the rows of a caller that has given up: they are committed).
         """
-        loop = asyncio.get_running_loop()
+        loop = self.bound_loop
         send = _Send(sender_id, sender_device_id, ttl_days, rows, received_at, loop.create_future())
         self._queued.append(send)
         if not self._flush_scheduled:
@@ -178,7 +179,7 @@ class MessageRepo:
 
     def _spawn(self, coro) -> None:
         """A statement's task, referenced until it is done."""
-        task = asyncio.get_running_loop().create_task(coro)
+        task = self.bound_loop.create_task(coro)
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
 
@@ -245,7 +246,7 @@ class MessageRepo:
 
         Pages asked for during one event-loop tick (sessions woken by the same sends) are read
         with one statement."""
-        loop = asyncio.get_running_loop()
+        loop = self.bound_loop
         future = loop.create_future()
         self._fetches.setdefault(limit, []).append((device_id, after, skip, future))
         if not self._fetch_scheduled:
@@ -300,7 +301,7 @@ class MessageRepo:
         Returns how many went. The deletes asked for during one loop tick share one statement
         (the sessions' ACK timers fire together: gateway/acks.py), one per device at most; it
         does not wait for its WAL flush (see _DELETE_ACKED)."""
-        loop = asyncio.get_running_loop()
+        loop = self.bound_loop
         future = loop.create_future()
         self._deletes.append((device_id, message_ids, future))
         if not self._delete_scheduled:
@@ -317,7 +318,7 @@ class MessageRepo:
         self._deletes = later
         if later:  # a second session of a device: its own statement, right after
             self._delete_scheduled = True
-            asyncio.get_running_loop().call_soon(self._start_deletes)
+            self.bound_loop.call_soon(self._start_deletes)
         self._spawn(self._delete_batch(batch))
 
     async def _delete_batch(self, batch: list) -> None:

@@ -36,5 +36,5 @@ class StateRepo:
 def pool_usage(database: Database) -> dict[str, int]:
     """Connections in use, idle and the configured maximum of the asyncpg pool."""
     pool = database.pool
-    size, idle = pool.get_size(), pool.get_idle_size()
+    size, idle = pool.get_size(), pool.get_idle_size() + database.spare_count
     return {"active": size - idle, "idle": idle, "max": pool.get_max_size()}
