@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 
 from obscura.coord import Event, MemoryCoordinator
@@ -49,3 +50,35 @@ async def test_devices_without_subscribers_hold_no_memory(clock: FakeClock) -> N
     for sub in subs:
         sub.close()
     assert coord._router.device_count() == 0
+
+
+async def test_stored_entries_leave_nothing_for_the_garbage_collector(clock: FakeClock) -> None:
+    # One idempotency entry per send request: in single-node mode tracked objects per entry were
+    # what filled the young generation (bench/RESULTS.md: a 5-9 ms collection every ~10k requests).
+    coord = MemoryCoordinator(coord_settings(), clock=clock)
+    keys = [f"idempotency:{n}" for n in range(2000)]
+    values = [b"response %d" % n for n in range(2000)]
+    await coord.put_idempotent("warm-up", b"v", 86_400)
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for key, value in zip(keys, values):
+            await coord.put_idempotent(key, value, 86_400)
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert coord.stored_entry_count() == 2001
+    assert grown < 100   # was two tuples per entry
+
+
+async def test_entries_of_different_ttls_expire_independently(clock: FakeClock) -> None:
+    coord = MemoryCoordinator(coord_settings(), clock=clock)
+    await coord.put_idempotent("long", b"1", 100)
+    await coord.put_idempotent("short", b"2", 1)
+    clock.advance(2)
+    await coord.put_idempotent("other", b"3", 100)   # sweeps
+    assert coord.stored_entry_count() == 2   # "short" went although written after "long"
+    assert await coord.get_idempotent("long") == b"1"
+    clock.advance(99)
+    assert await coord.get_idempotent("long") is None and await coord.get_idempotent("other") == b"3"
