@@ -72,3 +72,29 @@ def test_enqueue_then_delete(benchmark, store, batch):
         await repo.enqueue(*sender, 30, rows)
         return await repo.delete_acked(targets[0], [r[0] for r in rows])
     assert benchmark.pedantic(lambda: loop.run_until_complete(cycle()), rounds=20, iterations=1) == batch
+
+
+@pytest.mark.benchmark(group="store: SELECT 1, by how it gets its connection")
+@pytest.mark.parametrize("how", ["held connection", "Database.acquire (a spare)", "asyncpg pool acquire"])
+def test_select_1(benchmark, store, how):
+    """What a statement pays for its connection: Database.acquire hands out a spare (pool.py)."""
+    loop, repo, _, _ = store
+    db = repo._db
+    held = loop.run_until_complete(db.pool.acquire())
+
+    async def on_held():
+        return await held.fetchval("SELECT 1")
+
+    async def via_database():
+        async with db.acquire() as conn:
+            return await conn.fetchval("SELECT 1")
+
+    async def via_pool():
+        async with db.pool.acquire() as conn:
+            return await conn.fetchval("SELECT 1")
+
+    run = {"held connection": on_held, "Database.acquire (a spare)": via_database, "asyncpg pool acquire": via_pool}[how]
+    try:
+        assert benchmark(lambda: loop.run_until_complete(run())) == 1
+    finally:
+        loop.run_until_complete(db.pool.release(held))
