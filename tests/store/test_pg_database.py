@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,17 @@ from obscura.store.postgres.stats import pool_usage
 
 def _settings(url: str, **overrides):
     return load_settings(environ={}, db_url=url, **overrides)
+
+
+@contextlib.asynccontextmanager
+async def _database(url: str, max_connections: int, **kwargs) -> AsyncIterator[tuple[Database, asyncpg.Pool]]:
+    """A Database over a pool of at most ``max_connections`` (one kept open), closed afterwards."""
+    pool = await create_pool(url, _settings(url, db_max_connections=max_connections, db_min_connections=1))
+    db = Database(pool, **kwargs)
+    try:
+        yield db, pool
+    finally:
+        await db.close()
 
 
 @pytest_asyncio.fixture
@@ -128,9 +140,7 @@ async def test_check_against_a_refused_port_fails():
 
 
 async def test_acquire_times_out_when_the_pool_is_exhausted(database_url):
-    pool = await create_pool(database_url, _settings(database_url, db_max_connections=1, db_min_connections=1))
-    db = Database(pool, acquire_timeout_s=0.2)
-    try:
+    async with _database(database_url, 1, acquire_timeout_s=0.2) as (db, _):
         async with db.acquire() as conn:
             assert await conn.fetchval("SELECT 2") == 2
             started = time.monotonic()
@@ -140,49 +150,36 @@ async def test_acquire_times_out_when_the_pool_is_exhausted(database_url):
             assert time.monotonic() - started < 1.0
         async with db.acquire() as conn:   # released properly, usable again
             assert await conn.fetchval("SELECT 3") == 3
-    finally:
-        await db.close()
 
 
 async def test_acquire_releases_on_error(database_url):
-    pool = await create_pool(database_url, _settings(database_url, db_max_connections=1, db_min_connections=1))
-    db = Database(pool, acquire_timeout_s=0.5)
-    try:
+    async with _database(database_url, 1, acquire_timeout_s=0.5) as (db, pool):
         with pytest.raises(ZeroDivisionError):
             async with db.acquire():
                 1 / 0
+        assert (db.spare_count, pool.get_idle_size()) == (0, 1)   # back through the pool, not kept aside
         async with db.acquire() as conn:
             assert await conn.fetchval("SELECT 1") == 1
-    finally:
-        await db.close()
 
 
 async def test_connections_are_recycled_after_max_lifetime(database_url):
-    pool = await create_pool(database_url, _settings(database_url, db_max_connections=1, db_min_connections=1))
-    db = Database(pool, max_lifetime_s=0.2)
-    try:
+    async with _database(database_url, 1, max_lifetime_s=0.2) as (db, _):
         async with db.acquire() as conn:
             first = await conn.fetchval("SELECT pg_backend_pid()")
         await asyncio.sleep(0.5)
         async with db.acquire() as conn:
             second = await conn.fetchval("SELECT pg_backend_pid()")
         assert first != second
-    finally:
-        await db.close()
     assert db._recycler is None
 
 
 async def test_without_max_lifetime_the_connection_is_kept(database_url):
-    pool = await create_pool(database_url, _settings(database_url, db_max_connections=1, db_min_connections=1))
-    db = Database(pool, max_lifetime_s=0)
-    try:
+    async with _database(database_url, 1, max_lifetime_s=0) as (db, _):
         async with db.acquire() as conn:
             first = await conn.fetchval("SELECT pg_backend_pid()")
         await asyncio.sleep(0.3)
         async with db.acquire() as conn:
             assert await conn.fetchval("SELECT pg_backend_pid()") == first
-    finally:
-        await db.close()
 
 
 async def test_close_terminates_connections_still_busy(database_url):
@@ -208,9 +205,7 @@ async def test_close_terminates_connections_still_busy(database_url):
 
 
 async def test_a_clean_release_keeps_the_connection_aside_for_the_next_acquire(database_url):
-    pool = await create_pool(database_url, _settings(database_url, db_max_connections=2, db_min_connections=1))
-    db = Database(pool)
-    try:
+    async with _database(database_url, 2) as (db, pool):
         async with db.acquire() as first:
             await first.fetchval("SELECT 1")
         # asyncpg still counts it as in use; the node's pool gauges count it as idle
@@ -221,33 +216,21 @@ async def test_a_clean_release_keeps_the_connection_aside_for_the_next_acquire(d
             assert db.spare_count == 0
         await db.check(1.0)   # the readiness probe takes a spare too
         assert db.spare_count == 1
-    finally:
-        await db.close()
 
 
-async def test_a_connection_left_in_a_transaction_or_with_an_error_goes_back_through_the_pool(database_url):
-    pool = await create_pool(database_url, _settings(database_url, db_max_connections=1, db_min_connections=1))
-    db = Database(pool, acquire_timeout_s=0.5)
-    try:
+async def test_a_connection_left_in_a_transaction_goes_back_through_the_pool(database_url):
+    async with _database(database_url, 1, acquire_timeout_s=0.5) as (db, pool):
         async with db.acquire() as conn:
             await conn.execute("BEGIN")   # never committed
         assert db.spare_count == 0
         async with db.acquire() as conn:
             assert not conn.is_in_transaction()   # the pool's reset rolled it back
             assert await conn.fetchval("SELECT 1") == 1
-        with pytest.raises(ZeroDivisionError):
-            async with db.acquire():
-                1 / 0
-        assert (db.spare_count, pool.get_idle_size()) == (0, 1)
-    finally:
-        await db.close()
 
 
 async def test_spares_go_back_to_the_pool_after_a_while(database_url, monkeypatch):
     monkeypatch.setattr(pool_module, "SPARE_SECONDS", 0.05)
-    pool = await create_pool(database_url, _settings(database_url, db_max_connections=3, db_min_connections=1))
-    db = Database(pool)
-    try:
+    async with _database(database_url, 3) as (db, pool):
         async def hold() -> None:
             async with db.acquire() as conn:
                 await conn.fetchval("SELECT pg_sleep(0.05)")
@@ -258,8 +241,6 @@ async def test_spares_go_back_to_the_pool_after_a_while(database_url, monkeypatc
                 break
             await asyncio.sleep(0.02)
         assert (db.spare_count, pool.get_idle_size()) == (0, 3)   # idle timeout and recycling apply again
-    finally:
-        await db.close()
 
 
 async def _terminate(observer: asyncpg.Connection, conn: asyncpg.Connection) -> int:
@@ -277,22 +258,20 @@ async def _terminate(observer: asyncpg.Connection, conn: asyncpg.Connection) -> 
 
 
 async def test_a_lost_connection_is_neither_kept_nor_handed_out(database_url):
-    pool = await create_pool(database_url, _settings(database_url, db_max_connections=2, db_min_connections=1))
-    db = Database(pool)
     observer = await asyncpg.connect(database_url, timeout=10)
     try:
-        async with db.acquire() as spare:
-            await spare.fetchval("SELECT 1")
-        backend = await _terminate(observer, spare)   # lost while it sits aside
-        async with db.acquire() as conn:
-            assert await conn.fetchval("SELECT pg_backend_pid()") != backend
-            backend = await _terminate(observer, conn)   # lost inside the block, which ends cleanly
-        assert db.spare_count == 0
-        async with db.acquire() as conn:
-            assert await conn.fetchval("SELECT pg_backend_pid()") != backend
+        async with _database(database_url, 2) as (db, _):
+            async with db.acquire() as spare:
+                await spare.fetchval("SELECT 1")
+            backend = await _terminate(observer, spare)   # lost while it sits aside
+            async with db.acquire() as conn:
+                assert await conn.fetchval("SELECT pg_backend_pid()") != backend
+                backend = await _terminate(observer, conn)   # lost inside the block, which ends cleanly
+            assert db.spare_count == 0
+            async with db.acquire() as conn:
+                assert await conn.fetchval("SELECT pg_backend_pid()") != backend
     finally:
         await observer.close()
-        await db.close()
 
 
 async def test_close_does_not_wait_for_its_own_spares(database_url):
