@@ -28,7 +28,7 @@ from obscura.coord.base import (
     checked_ttl_s,
     ticket_key,
 )
-from obscura.coord.resp import RespError, RespProtocol, encode_command, open_connection
+from obscura.coord.resp import RespError, RespProtocol, encode_command, encode_publish, open_connection
 from obscura.coord.router import LocalRouter
 from obscura.coord.wire import (
     channel_name,
@@ -164,16 +164,19 @@ class RedisCoordinator(Coordinator):
         if commands:
             await self._queue(commands)
 
-    def _publishes(self, items: Iterable[tuple[uuid.UUID, int]]) -> list[tuple]:
-        return [(b"PUBLISH", channel_name(self._prefix, d), encode_event(e)) for d, e in items]
+    def _publishes(self, items: Iterable[tuple[uuid.UUID, int]]) -> list[bytes]:
+        """Encoded PUBLISH commands (the pipeline takes encoded commands as they are)."""
+        prefix = self._prefix
+        return [encode_publish(channel_name(prefix, d), encode_event(e)) for d, e in items]
 
     # -- one pipeline per event-loop tick --------------------------------------------------------
     async def _batched(self, *args: Any) -> Any:
         """One command through this tick's pipeline (``_queue``); its reply."""
         return (await self._queue([args]))[0]
 
-    def _queue(self, commands: list[tuple]) -> asyncio.Future[list[Any]]:
-        """Queue commands; they go out in one pipeline with everything else queued meanwhile.
+    def _queue(self, commands: Sequence[tuple | bytes]) -> asyncio.Future[list[Any]]:
+        """Queue commands (argument tuples, or bytes already encoded: _publishes); they go out in
+        one pipeline with everything else queued meanwhile.
 
         The send path's publishes, push-queue updates and idempotency reads and writes of
         concurrent requests share one write and one round trip on the lean client (redis-py
@@ -208,7 +211,8 @@ class RedisCoordinator(Coordinator):
     async def _run_tick(self, batch: list) -> None:
         try:
             commands = [args for group, _ in batch for args in group]
-            results = await self._pipeline(b"".join([encode_command(args) for args in commands]), len(commands))
+            payload = b"".join([args if type(args) is bytes else encode_command(args) for args in commands])
+            results = await self._pipeline(payload, len(commands))
         except BaseException as exc:  # noqa: BLE001 - every queued caller gets the failure
             err = exc if isinstance(exc, CoordinationError) else CoordinationError(f"redis: {type(exc).__name__}")
             for _, future in batch:

@@ -11,6 +11,7 @@ __all__ = ["channel_name", "channel_pattern", "decode_event", "encode_event", "p
            "member"]
 
 _EVENT_BYTES = frozenset(int(e) for e in Event)
+_EVENT_PAYLOADS = {int(e): bytes((int(e),)) for e in Event}
 _HEX = frozenset("0123456789abcdefABCDEF")
 _HYPHENS = (8, 13, 18, 23)
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
@@ -34,8 +35,9 @@ def channel_pattern(prefix: str) -> str:
 
 
 def encode_event(event: int) -> bytes:
-    """One byte (spec §1.5); anything but a known event is a programming error."""
-    return bytes((int(Event(event)),))
+    """One byte (spec §1.5); anything but a known event is a programming error (ValueError)."""
+    payload = _EVENT_PAYLOADS.get(event)
+    return payload if payload is not None else bytes((int(Event(event)),))  # Event() raises
 
 
 def decode_event(payload: bytes) -> int | None:

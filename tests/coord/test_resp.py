@@ -25,6 +25,7 @@ from obscura.coord.resp import (
     RespProtocol,
     RespProtocolError,
     encode_command,
+    encode_publish,
     open_connection,
     parse_reply,
 )
@@ -47,6 +48,14 @@ def _expected() -> list[object]:
 
 def _plain(value: object) -> object:
     return ("error", str(value)) if isinstance(value, RespError) else value
+
+
+@pytest.mark.parametrize("channel, payload", [
+    ("user:" + str(uuid.uuid4()), b"\x01"), ("", b""), ("pr\u00e9fixe:x", b"\r\n\x00" * 40)])
+def test_encode_publish_writes_what_encode_command_writes(channel: str, payload: bytes) -> None:
+    assert encode_publish(channel, payload) == encode_command((b"PUBLISH", channel, payload))
+    assert parse_reply(encode_publish(channel, payload), 0) == ([b"PUBLISH", channel.encode(), payload],
+                                                                len(encode_publish(channel, payload)))
 
 
 def test_replies_parse_the_same_at_every_split_point() -> None:

@@ -24,6 +24,10 @@ DEVICE = uuid.UUID("0190f3c2-1234-7abc-8def-0123456789ab")
 def test_event_values_are_the_wire_bytes() -> None:
     assert [int(e) for e in Event] == [1, 2, 3]
     assert [encode_event(e) for e in Event] == [b"\x01", b"\x02", b"\x03"]
+    assert [encode_event(int(e)) for e in Event] == [b"\x01", b"\x02", b"\x03"]
+    for unknown in (0, 4, 255, -1):
+        with pytest.raises(ValueError):
+            encode_event(unknown)
 
 
 @pytest.mark.parametrize(("payload", "expected"), [
