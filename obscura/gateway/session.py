@@ -45,7 +45,7 @@ class Session(WSListener):
                  "_woken", "_wake_waiter", "_wake_prekeys", "_paused", "_tasks", "_main", "_subscription",
                  "_closing", "_prekey_task", "_sent",
                  "_fetches_started", "_deleted", "ended", "_pump_task", "_pump_retired", "_newest", "_gone",
-                 "_context", "_fetching", "_echoes", "_echo_until", "_skipped")
+                 "_context", "_fetching", "_echoes", "_echo_until", "_skipped", "beat_group")
 
     def __init__(self, gateway: Gateway, device_id: uuid.UUID, request_id: str = "") -> None:
         self.gateway = gateway
@@ -53,6 +53,7 @@ class Session(WSListener):
         self._request_id = request_id
         self.transport: WSTransport | None = None
         self.acks: AckBatcher | None = None  # created on the first ACK
+        self.beat_group = 0  # the gateway's heartbeat group (Gateway.attach)
         self._loop = asyncio.get_running_loop()
         self._last_seen = self._loop.time()
         self._woken = False  # the pump has a wake-up to serve

@@ -249,6 +249,26 @@ async def test_server_pings_and_drops_a_silent_client(node_factory):
     assert client.pings >= 1
 
 
+async def test_pings_are_spread_over_the_interval(node_factory):
+    # The heartbeat pings one group of sessions per 0.1 s step rather than every session in one
+    # callback (a loop stall of ~10 us per session); each session still once per interval.
+    node, http = await node_factory(ws_ping_interval_secs=1, ws_ping_timeout_secs=5)
+    users = [await register_user(http) for _ in range(10)]
+    clients = [await connect(http, user) for user in users]
+    try:
+        start = time.monotonic()
+        await asyncio.sleep(3.2)
+        for client in clients:
+            gaps = [b - a for a, b in zip(client.ping_times, client.ping_times[1:])]
+            assert len(gaps) >= 2 and all(0.7 < gap < 1.3 for gap in gaps), client.ping_times
+        # one ping per session in the same one-second window: spread over it, not all at once
+        window = [next(t for t in c.ping_times if t >= start + 1.0) for c in clients]
+        assert max(window) - min(window) > 0.5, window
+    finally:
+        for client in clients:
+            await client.close()
+
+
 async def _retired_session(node, device_id):
     [session] = [s for s in node.gateway._sessions if s.device_id == device_id]
     for _ in range(50):  # the heartbeat runs every second

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ class WsClient(picows.WSListener):
         self.prekey_status: asyncio.Queue[pb.PreKeyStatus] = asyncio.Queue()
         self.frames: list[pb.WebSocketFrame] = []          # every decoded binary frame, in order
         self.pings = 0
+        self.ping_times: list[float] = []  # time.monotonic() of each ping
         self.pongs: asyncio.Queue[bytes] = asyncio.Queue()
         self.closed: Closed | None = None
         self.disconnected = asyncio.Event()
@@ -50,6 +52,7 @@ class WsClient(picows.WSListener):
                 self.prekey_status.put_nowait(msg.pre_key_status)
         elif kind == picows.WSMsgType.PING:
             self.pings += 1
+            self.ping_times.append(time.monotonic())
             if self.auto_pong:
                 transport.send_pong(frame.get_payload_as_bytes())
         elif kind == picows.WSMsgType.PONG:
