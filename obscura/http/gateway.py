@@ -104,12 +104,29 @@ class GatewayHandoff:
             None,                           # extra_headers
             s.ws_read_buffer_bytes,
         )
+        # uvloop's transport keeps the old protocol's bound data_received when the new protocol has
+        # none (picows reads through get_buffer): the HTTP connection, and all it still refers to,
+        # would live as long as the session. An interim protocol whose data_received is a shared
+        # function takes that place first.
+        transport.set_protocol(_DETACHED)  # type: ignore[arg-type]
         transport.set_protocol(ws)
         ws.connection_made(transport)
         _feed(ws, transport, _replayed_head(request) + tail)
         if not transport.is_closing():
             transport.resume_reading()
         return ws
+
+
+def _no_data(data: bytes) -> None:
+    """Never called: only what uvloop remembers as the transport's data_received after a switch."""
+
+
+class _Detached:
+    __slots__ = ()
+    data_received = staticmethod(_no_data)  # the same function object every time, no bound method
+
+
+_DETACHED = _Detached()
 
 
 def _key(request: Request) -> str | None:
