@@ -169,7 +169,7 @@ class RedisCoordinator(Coordinator):
         prefix = self._prefix
         return [encode_publish(channel_name(prefix, d), encode_event(e)) for d, e in items]
 
-    # -- one pipeline per event-loop tick --------------------------------------------------------
+    # -- one pipeline in flight, carrying everything queued meanwhile ----------------------------
     async def _batched(self, *args: Any) -> Any:
         """One command through this tick's pipeline (``_queue``); its reply."""
         return (await self._queue([args]))[0]

@@ -10,8 +10,7 @@ from obscura.coord.base import Event
 __all__ = ["channel_name", "channel_pattern", "decode_event", "encode_event", "parse_device_id",
            "member"]
 
-_EVENT_BYTES = frozenset(int(e) for e in Event)
-_EVENT_PAYLOADS = {int(e): bytes((int(e),)) for e in Event}
+_EVENT_PAYLOADS = {int(e): bytes((int(e),)) for e in Event}  # known event -> its one-byte payload
 _HEX = frozenset("0123456789abcdefABCDEF")
 _HYPHENS = (8, 13, 18, 23)
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
@@ -45,7 +44,7 @@ def decode_event(payload: bytes) -> int | None:
     if not payload:
         return None
     first = payload[0]
-    return first if first in _EVENT_BYTES else None
+    return first if first in _EVENT_PAYLOADS else None
 
 
 def parse_device_id(text: str) -> uuid.UUID | None:

@@ -83,6 +83,7 @@ class Gateway(LoopBound):
         # next group round-robin and keeps it, so it is pinged once per interval at a fixed phase.
         interval = max(settings.ws_ping_interval_secs, 1)
         self._beat_groups: list[set[Session]] = [set() for _ in range(max(1, round(interval / HEARTBEAT_STEP_S)))]
+        self._beat_step_s = interval / len(self._beat_groups)
         self._next_beat_group = 0
         self._unsubscribe_resync = coordinator.on_resync(self._resync)
         self.connections = telemetry.up_down_counter("obscura_websocket_connections", "active sessions")
@@ -127,7 +128,7 @@ class Gateway(LoopBound):
         else:
             self._by_device[session.device_id] = [present, session]
         if self._heartbeat_task is None:
-            self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat(), name="gateway-heartbeat")
+            self._heartbeat_task = self.bound_loop.create_task(self._heartbeat(), name="gateway-heartbeat")
 
     async def _heartbeat(self) -> None:
         """One task pings every session once per interval (a task per session costs idle memory),
@@ -135,12 +136,10 @@ class Gateway(LoopBound):
         the loop for ~10 us per session at every interval: ~0.2 s at the 19,000 sessions one
         process may hold, a stall every message in flight then waited for (bench/RESULTS.md)."""
         loop = self.bound_loop
-        groups = self._beat_groups
-        step_s = max(self.settings.ws_ping_interval_secs, 1) / len(groups)
         due = loop.time()
         while True:
-            for group in groups:
-                due += step_s
+            for group in self._beat_groups:
+                due += self._beat_step_s
                 await asyncio.sleep(due - loop.time())
                 now = loop.time()
                 for session in list(group):  # heartbeat() may close a session: it leaves the group
