@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from obscura.blobs import BlobStore, make_blob_store
 from obscura.config import Settings
 from obscura.coord.base import Coordinator
 from obscura.gateway import Gateway, TicketService
+from obscura.gcpolicy import GcPolicy
 from obscura.http.gateway import GatewayHandoff
 from obscura.http.router import Router
 from obscura.push.factory import make_push_provider
@@ -301,25 +301,13 @@ class App:
         await self._stopping.wait()
 
 
-def _tune_gc() -> None:
-    """After start-up: move everything allocated so far out of the collector's view (modules,
-    settings, pools: they live as long as the process), and collect the young generation every
-    20,000 container allocations instead of 700. A relayed message allocates a few hundred
-    short-lived objects; at the default threshold the collector ran several times per request and
-    kept promoting in-flight requests to the older generations (~5 % of the server's CPU in
-    `perf`; bench/RESULTS.md). Reference cycles are still collected, just in larger batches."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
-
-
 async def _main(settings: Settings, reuse_port: bool = False, mgmt_path: str | None = None) -> int:
     app = App(settings, reuse_port=reuse_port, mgmt_path=mgmt_path)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
     await app.start()
-    _tune_gc()
+    GcPolicy().start(loop)  # sessions stay out of the collector's passes (obscura/gcpolicy.py)
     try:
         await app.serve_forever()
         log.info("shutting down")

@@ -17,6 +17,10 @@ log = logging.getLogger("obscura.gateway.acks")
 DeleteFn = Callable[[Sequence[uuid.UUID]], Awaitable[int]]
 
 
+async def _closed(ids: Sequence[uuid.UUID]) -> int:
+    raise RuntimeError("ACK batcher already flushed")
+
+
 class AckBatcher:
     """Collects ACKed ids and deletes them every ``batch_size`` ids or within ``flush_interval_s``.
 
@@ -105,7 +109,10 @@ class AckBatcher:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self._running is not None:
-            await asyncio.wait({self._running})
-        while self._pending:
-            await self._flush_once()
+        try:
+            while self._running is not None:
+                await asyncio.wait({self._running})
+            while self._pending:
+                await self._flush_once()
+        finally:
+            self._delete = _closed  # the session's bound method: no cycle outlives the session

@@ -254,6 +254,11 @@ class Session(WSListener):
         self._closing = True
         for task in self._tasks:
             task.cancel()
+        # A cancelled task keeps its CancelledError, whose traceback holds the task's frames and so
+        # this session: without the session's references to its tasks its end leaves no reference
+        # cycle, and all of it is freed at once instead of by the garbage collector (obscura/gcpolicy.py).
+        self._tasks = []
+        self._pump_task = self._prekey_task = None
         self.gateway.detach(self, self._subscription)
         try:
             if self.acks is not None:
@@ -265,6 +270,7 @@ class Session(WSListener):
                 self.transport.disconnect()
             if not self.ended.done():
                 self.ended.set_result(None)
+            self._main = None  # this task: see above
 
     def close(self, code: int | None = None, reason: bytes = b"") -> None:
         """Send a Close frame (no status code unless given) and drop the connection."""

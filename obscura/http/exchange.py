@@ -82,13 +82,13 @@ async def _serve(conn: HttpConnection, req: Request, err: errors.ObscuraError | 
 
 async def _produce(conn: HttpConnection, req: Request, err: errors.ObscuraError | None, kind: int,
                    deadline: float) -> Response | StreamResponse | _Upgrade:
+    if err is not None:  # refused while parsing (not raised here: its traceback would hold this frame)
+        return error_response(err)
     server = conn.server
     expired = False
     conn.begin_deadline(deadline)  # route timeout and global timeout, whichever comes first
     try:
         try:
-            if err is not None:
-                raise err
             for hook in server.hooks:
                 hooked = await hook(req)
                 if hooked is not None:

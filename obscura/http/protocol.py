@@ -237,7 +237,9 @@ class HttpConnection(asyncio.Protocol):
                 if req.upgrade and req.has_body:
                     raise errors.BadRequest("Upgrade requests with a body are not supported")
         except errors.ObscuraError as exc:
-            err = err or exc
+            # Without its traceback: that holds this frame, which holds err (a reference cycle
+            # per refused request, left to the garbage collector).
+            err = err or exc.with_traceback(None)
         if req.endpoint is not None:
             req.route, req.route_name = req.endpoint.pattern, req.endpoint.name
         if req.has_body and not req.upgrade:
