@@ -164,3 +164,19 @@ async def test_refused_requests_leave_no_cycles(app, http):
         assert all(400 <= s < 500 for s in seen) and len(seen) == len(raw) + 1, seen
         await asyncio.sleep(0.1)
         assert _server_garbage() == {}
+
+
+async def test_clean_full_passes_back_off_and_a_dirty_one_resets():
+    with _policy(full_interval_s=10, max_interval_s=35) as policy:
+        policy.full_collection()  # nothing to find: every object alive is frozen
+        assert policy.next_interval_s == 20
+        policy.full_collection()
+        policy.full_collection()
+        assert policy.next_interval_s == 35  # capped
+        garbage = [_Thing() for _ in range(max(gc.get_freeze_count() // 50, 1000))]
+        for a, b in zip(garbage, garbage[1:] + garbage[:1]):
+            a.other = b  # one ring: more than 1 % of what the pass walks
+        gc.collect(0)
+        del garbage, a, b
+        assert policy.full_collection() > 0
+        assert policy.next_interval_s == 10
