@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from bench import frontdoor
+from bench import frontdoor, stall
 from bench.driver import evaluate, main, markdown
 from bench.relay import _bucket_quantile, _server_latency
 
@@ -79,3 +79,14 @@ def test_gate_fails_only_when_the_better_of_two_measurements_regresses():
     worse = {"goal1_relay_ratio": 0.070, "goal2_cpu_ratio": 26.0}
     assert len(compare(best(slow, worse), baseline)) == 1  # goal 1 regressed in both
     assert len(compare(best(noisy, worse), baseline)) == 1  # goal 2 regressed in both
+
+
+
+def test_stall_probe_reports_round_trips_under_churn(pg_server_dsn):
+    args = stall.parse_args(["--connections", "30", "--seconds", "1.5", "--churn", "10", "--churn-pool", "5",
+                             "--sends", "20", "--users", "3", "--offline-users", "2", "--pg-url", pg_server_dsn])
+    result = stall.run(args)
+    assert result["sessions_held"] == 30 and result["hold_failures"] == 0
+    assert result["probes"] > 50 and 0 < result["probe_p50_ms"] <= result["probe_p99_ms"] <= result["probe_max_ms"]
+    assert result["churn_opened"] >= 10 and result["churn_closed"] >= 5 and result["churn_failures"] == 0
+    assert result["messages_sent"] > 0
