@@ -205,9 +205,11 @@ class BlobStore(abc.ABC):
     async def delete_many(self, keys: Iterable[str]) -> None:
         """Delete every key; missing keys are not an error."""
 
-    async def list_keys(self, prefix: str, *, limit: int = 1000) -> list[str]:
-        """Up to ``limit`` keys under the folder ``prefix`` (whole segments: ``a/b`` never matches
-        ``a/bc/...``). Raises ``BlobUnavailable``. Used to delete a device's backups (decisions §4.5)."""
+    async def list_keys(self, prefix: str, *, limit: int = 1000, after: str | None = None) -> list[str]:
+        """The first ``limit`` keys, in key order, under the folder ``prefix`` (whole segments:
+        ``a/b`` never matches ``a/bc/...``) and greater than ``after`` when given. Raises
+        ``BlobUnavailable``. Used to delete a device's backups and to sweep orphaned ones
+        (decisions §4.5)."""
         raise NotImplementedError
 
     @abc.abstractmethod

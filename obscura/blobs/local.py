@@ -27,7 +27,8 @@ class LocalBlobStore(ObstoreBlobStore):
         # automatic_cleanup removes folders left empty by deletes (backups/<device>/).
         store = LocalStore(self.root, mkdir=True, automatic_cleanup=True)
         super().__init__(
-            store, name=self.root, supports_attributes=False, bulk_delete_ignores_missing=False, **kwargs,
+            store, name=self.root, supports_attributes=False, bulk_delete_ignores_missing=False,
+            sorted_listing=False, **kwargs,
         )
 
     async def _probe(self) -> None:

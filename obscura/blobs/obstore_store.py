@@ -115,6 +115,7 @@ class ObstoreBlobStore(BlobStore):
         name: str,
         supports_attributes: bool = True,
         bulk_delete_ignores_missing: bool = True,
+        sorted_listing: bool = True,
         part_size_bytes: int = 5 * _MiB,
         max_concurrency: int = 2,
         read_chunk_bytes: int = 256 * 1024,
@@ -128,6 +129,7 @@ class ObstoreBlobStore(BlobStore):
         self.name = name
         self._supports_attributes = supports_attributes
         self._bulk_delete_ignores_missing = bulk_delete_ignores_missing
+        self._sorted_listing = sorted_listing  # S3 and memory list in key order, a folder walk does not
         self._part_size_bytes = part_size_bytes
         self._max_concurrency = max_concurrency
         self._read_chunk_bytes = read_chunk_bytes
@@ -272,19 +274,22 @@ class ObstoreBlobStore(BlobStore):
         except Exception as exc:
             raise self._unavailable("delete", exc) from None
 
-    async def list_keys(self, prefix: str, *, limit: int = 1000) -> list[str]:
+    async def list_keys(self, prefix: str, *, limit: int = 1000, after: str | None = None) -> list[str]:
         validate_key(prefix.rstrip("/"))
         keys: list[str] = []
         try:
-            async for batch in obstore.list(self._store, prefix=prefix, chunk_size=max(1, min(limit, 1000))):
+            async for batch in obstore.list(self._store, prefix=prefix, offset=after,
+                                            chunk_size=max(1, min(limit, 1000))):
                 keys.extend(meta["path"] for meta in batch)
-                if len(keys) >= limit:
+                if self._sorted_listing and len(keys) >= limit:
                     return keys[:limit]
         except _NOT_FOUND:
             pass  # a local folder that was never created
         except Exception as exc:
             raise self._unavailable("list", exc) from None
-        return keys
+        if not self._sorted_listing:  # a folder walk: all of it, then the first ``limit`` in order
+            keys.sort()
+        return keys[:limit]
 
     # -- readiness ---------------------------------------------------------------------------
     async def check(self) -> None:

@@ -29,6 +29,7 @@ _INT32 = re.compile(r"[+-]?[0-9]+")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _STEP_TIMEOUT_S = 30.0  # one blob delete or DB write on a cleanup path
 _LIST_BATCH = 1000
+_OBJECT = re.compile(r"(?P<device>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/v(?P<version>[0-9]+)")
 
 
 class BackupStore(Protocol):
@@ -41,6 +42,7 @@ class BackupStore(Protocol):
     async def release(self, r: BackupReservation) -> bool: ...
     async def stale_slots(self, stale_after_s: float, limit: int) -> list[BackupSlot]: ...
     async def claim_stale(self, slot: BackupSlot) -> BackupReservation | None: ...
+    async def current_versions(self, device_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]: ...
     async def device_exists(self, device_id: uuid.UUID) -> bool: ...
 
 
@@ -223,6 +225,34 @@ class BackupService:
                 await self._blobs.delete_many(keys)
                 if len(keys) < _LIST_BATCH:
                     break
+
+    async def sweep_orphans(self, after: str | None, limit: int) -> tuple[str | None, int, int]:
+        """One step of the sweep for objects nothing will delete (decisions §4.5): the first
+        ``limit`` backup keys after ``after``. Deletes the objects of devices that have no slot
+        any more (deleted while a node was down, or storage failed during the delete hook) and
+        versions older than their slot's current one (a crash between an upload's commit and the
+        delete of the version it replaced). Pending and newer objects stay: an upload may be
+        writing that very key (the stale-slot cleanup handles abandoned ones). The keys are
+        listed before the slots are read, and an object is only ever written after its slot
+        row exists, so a listed object without a row is one whose device is gone.
+
+        Returns (the key the next step starts after, None once the last key was seen; keys
+        examined; objects deleted). Raises ``BlobUnavailable``.
+        """
+        keys = await self._blobs.list_keys(self._prefix, limit=limit, after=after)
+        objects: dict[str, tuple[uuid.UUID, int]] = {}
+        for key in keys:
+            found = _OBJECT.fullmatch(key, len(self._prefix))
+            if found is not None:  # anything else under the prefix is not ours to judge
+                objects[key] = (uuid.UUID(found["device"]), int(found["version"]))
+        current = await self._repo.current_versions(list({device for device, _ in objects.values()}))
+        doomed = [key for key, (device, version) in objects.items()
+                  if device not in current or version < current[device]]
+        if doomed:
+            async with asyncio.timeout(_STEP_TIMEOUT_S):
+                await self._blobs.delete_many(doomed)
+            log.info("backup sweep deleted %d orphaned objects", len(doomed))
+        return (keys[-1] if len(keys) == limit else None), len(keys), len(doomed)
 
     async def reset_stale_batch(self, limit: int) -> tuple[int, int, int]:
         """One cleanup batch of stale ``UPLOADING`` slots; returns (selected, reset, failed).

@@ -200,3 +200,21 @@ async def test_a_reused_read_buffer_is_copied_not_referenced(backend: Backend) -
     assert await backend.store.put_stream("k/reused", reused(), max_bytes=7 * MiB) == 7 * MiB
     body = await (await backend.store.get_stream("k/reused")).read_all()
     assert body == b"".join(bytes([i]) * MiB for i in range(7))
+
+
+async def test_list_keys_in_key_order_after_a_key(backend: Backend) -> None:
+    """The order and the ``after`` bound hold on every backend, a folder walk included."""
+    keys = [f"backups/{i:02d}{c}/v1" for i, c in zip(range(30), "qwertyuiopasdfghjklzxcvbnmqwer")]
+    for key in reversed(keys):
+        await put_bytes(backend.store, key, b"x", max_bytes=1)
+    await put_bytes(backend.store, "backupsx/1", b"x", max_bytes=1)  # not under the folder
+    ordered = sorted(keys)
+    assert await backend.store.list_keys("backups/", limit=100) == ordered
+    assert await backend.store.list_keys("backups/", limit=7) == ordered[:7]
+    assert await backend.store.list_keys("backups/", limit=7, after=ordered[6]) == ordered[7:14]
+    assert await backend.store.list_keys("backups/", limit=100, after=ordered[-1]) == []
+    pages, after = [], None
+    while page := await backend.store.list_keys("backups/", limit=4, after=after):
+        pages += page
+        after = page[-1]
+    assert pages == ordered

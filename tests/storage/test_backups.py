@@ -236,3 +236,45 @@ async def test_device_delete_endpoint_deletes_backup_objects(node):
     assert res.status_code == 200, res.text
     assert node.objects() == []
     assert await node.fetchval("SELECT count(*) FROM backups") == 0
+
+
+async def test_the_sweep_deletes_backup_objects_nothing_else_will(node):
+    """Decisions §4.5 after a crash: a deleted device's objects and replaced versions whose delete
+    never ran are found by the cleanup worker's sweep; current and pending ones stay."""
+    await node.app.backup_cleanup.stop()  # its own cycles would race the steps below
+    kept, gone = await node.device(), await node.device()
+    await _post(node, kept, b"a" * 40, **{"If-None-Match": "*"})
+    await _post(node, kept, b"b" * 40, **{"If-Match": "1"})
+    await _post(node, gone, b"c" * 40, **{"If-None-Match": "*"})
+    # As if a node had died: the replaced v1 was never deleted, and the device row went without
+    # its hook; an upload of v3 is under way; a key that is not a backup object.
+    await node.app.blobs.put_stream(_key(kept, 1), _chunks(b"a" * 40), max_bytes=100)
+    await node.app.blobs.put_stream(_key(kept, 3), _chunks(b"d" * 40), max_bytes=100)
+    await node.app.blobs.put_stream("backups/notes/readme", _chunks(b"n" * 40), max_bytes=100)
+    await node.execute("DELETE FROM devices WHERE id = $1", gone.device_id)
+    assert len(node.objects()) == 5
+    worker = node.app.backup_cleanup
+    worker.sweep_batch = 2  # several steps, each starting after the last key of the one before
+    deleted, steps = 0, 0
+    while True:
+        deleted += await worker.sweep_step()
+        steps += 1
+        if worker._sweep_after is None:
+            break
+    assert steps == 3 and deleted == 2
+    assert node.objects() == sorted([_key(kept, 2), _key(kept, 3), "backups/notes/readme"])
+    assert node.app.telemetry.value("obscura_backup_cleanup_orphans_deleted") == 2
+    res = await node.http.get("/v1/backup", headers=kept.auth)
+    assert res.status_code == 200 and res.content == b"b" * 40
+    # The next round finds nothing more.
+    assert await worker.sweep_step() + await worker.sweep_step() + await worker.sweep_step() == 0
+
+
+async def test_a_cleanup_cycle_runs_a_sweep_step(node):
+    await node.app.backup_cleanup.stop()
+    dev = await node.device()
+    await _post(node, dev, b"a" * 40, **{"If-None-Match": "*"})
+    await node.execute("DELETE FROM devices WHERE id = $1", dev.device_id)
+    assert node.objects() == [_key(dev, 1)]
+    await node.app.backup_cleanup.run_cycle()
+    assert node.objects() == []

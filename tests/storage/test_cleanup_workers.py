@@ -43,6 +43,9 @@ class BrokenStore(BlobStore):
     async def head(self, key: str) -> BlobMeta | None:
         return await self.inner.head(key)
 
+    async def list_keys(self, prefix: str, **kw) -> list[str]:
+        return await self.inner.list_keys(prefix, **kw)
+
     async def delete(self, key: str) -> None:
         self.delete_calls += 1
         raise BlobUnavailable("storage delete failed: connection refused")

@@ -21,7 +21,7 @@ CATALOGUE = {
     "obscura_websocket_outbound_dropped_total", "obscura_attachment_upload_bytes_total",
     "obscura_attachment_upload_size_bytes", "obscura_attachments_deleted_total", "obscura_attachment_cleanup_errors_total",
     "obscura_backup_upload_bytes_total", "obscura_backup_upload_size_bytes", "obscura_backup_cleanup_runs",
-    "obscura_backup_cleanup_cleaned", "obscura_backup_cleanup_errors", "obscura_push_notifications_sent_total",
+    "obscura_backup_cleanup_cleaned", "obscura_backup_cleanup_errors", "obscura_backup_cleanup_orphans_deleted", "obscura_push_notifications_sent_total",
     "obscura_push_notification_errors_total", "obscura_push_invalid_tokens_total", "obscura_rate_limit_decisions_total",
     "obscura_health_status",
     "obscura_users_total", "obscura_devices_total", "obscura_pending_messages_total", "obscura_attachments_total_count",

@@ -114,6 +114,14 @@ class BackupRepo:
             return _reservation(await conn.fetchrow(_CLAIM_STALE, slot.device_id, slot.pending_at,
                                                     slot.pending_version))
 
+    async def current_versions(self, device_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+        """The current version of each of these devices' slots; a device without a slot (deleted:
+        the slot goes with it) is left out."""
+        async with self._db.acquire() as conn:
+            rows = await conn.fetch("SELECT device_id, current_version FROM backups WHERE device_id = ANY($1::uuid[])",
+                                    device_ids)
+        return {r["device_id"]: r["current_version"] for r in rows}
+
     async def device_exists(self, device_id: uuid.UUID) -> bool:
         async with self._db.acquire() as conn:
             return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM devices WHERE id = $1)", device_id))
