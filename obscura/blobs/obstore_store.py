@@ -275,10 +275,11 @@ class ObstoreBlobStore(BlobStore):
             raise self._unavailable("delete", exc) from None
 
     async def list_keys(self, prefix: str, *, limit: int = 1000, after: str | None = None) -> list[str]:
-        validate_key(prefix.rstrip("/"))
+        if prefix:
+            validate_key(prefix.rstrip("/"))
         keys: list[str] = []
         try:
-            async for batch in obstore.list(self._store, prefix=prefix, offset=after,
+            async for batch in obstore.list(self._store, prefix=prefix or None, offset=after,
                                             chunk_size=max(1, min(limit, 1000))):
                 keys.extend(meta["path"] for meta in batch)
                 if self._sorted_listing and len(keys) >= limit:

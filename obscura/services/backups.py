@@ -239,11 +239,12 @@ class BackupService:
         Returns (the key the next step starts after, None once the last key was seen; keys
         examined; objects deleted). Raises ``BlobUnavailable``.
         """
-        keys = await self._blobs.list_keys(self._prefix, limit=limit, after=after)
+        # The folder the prefix names ("backups/" itself; the store's root for a prefix like "bk-").
+        keys = await self._blobs.list_keys(self._prefix[:self._prefix.rfind("/") + 1], limit=limit, after=after)
         objects: dict[str, tuple[uuid.UUID, int]] = {}
         for key in keys:
-            found = _OBJECT.fullmatch(key, len(self._prefix))
-            if found is not None:  # anything else under the prefix is not ours to judge
+            found = _OBJECT.fullmatch(key, len(self._prefix)) if key.startswith(self._prefix) else None
+            if found is not None:  # anything else in the folder is not ours to judge
                 objects[key] = (uuid.UUID(found["device"]), int(found["version"]))
         current = await self._repo.current_versions(list({device for device, _ in objects.values()}))
         doomed = [key for key, (device, version) in objects.items()

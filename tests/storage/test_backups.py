@@ -278,3 +278,15 @@ async def test_a_cleanup_cycle_runs_a_sweep_step(node):
     assert node.objects() == [_key(dev, 1)]
     await node.app.backup_cleanup.run_cycle()
     assert node.objects() == []
+
+
+async def test_the_sweep_with_a_prefix_that_is_not_a_folder(node_factory):
+    async with node_factory(backup_prefix="bk-") as node:
+        await node.app.backup_cleanup.stop()
+        kept, gone = await node.device(), await node.device()
+        for dev in (kept, gone):
+            assert (await _post(node, dev, b"a" * 40, **{"If-None-Match": "*"})).status_code == 200
+        await node.app.blobs.put_stream("attachments/x", _chunks(b"n" * 40), max_bytes=100)
+        await node.execute("DELETE FROM devices WHERE id = $1", gone.device_id)
+        assert await node.app.backup_cleanup.sweep_step() == 1
+        assert node.objects() == sorted(["attachments/x", f"bk-{kept.device_id}/v1"])
