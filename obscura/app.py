@@ -307,7 +307,7 @@ async def _main(settings: Settings, reuse_port: bool = False, mgmt_path: str | N
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, app.request_stop)
     await app.start()
-    GcPolicy().start(loop)  # sessions stay out of the collector's passes (obscura/gcpolicy.py)
+    GcPolicy(app.telemetry).start(loop)  # sessions stay out of the collector's passes (obscura/gcpolicy.py)
     try:
         await app.serve_forever()
         log.info("shutting down")

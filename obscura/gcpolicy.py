@@ -25,6 +25,8 @@ import gc
 import logging
 import time
 
+from obscura.telemetry import Telemetry
+
 __all__ = ["GcPolicy", "YOUNG_THRESHOLD", "FULL_INTERVAL_S", "FULL_INTERVAL_MAX_S"]
 
 log = logging.getLogger("obscura.gc")
@@ -32,13 +34,22 @@ log = logging.getLogger("obscura.gc")
 YOUNG_THRESHOLD = 20_000
 FULL_INTERVAL_S = 3600.0
 FULL_INTERVAL_MAX_S = 86400.0
+PAUSE_BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_GENERATIONS = ({"generation": "0"}, {"generation": "1"}, {"generation": "2"})
 
 
 class GcPolicy:
     """Install with start() once the node is up (modules, settings and pools are frozen then);
-    stop() puts the collector back as it was."""
+    stop() puts the collector back as it was. Every collection's pause goes into the histogram
+    ``obscura_gc_pause_seconds`` (label ``generation``): a loop stall every request and frame in
+    flight waits for."""
 
-    def __init__(self, full_interval_s: float = FULL_INTERVAL_S, max_interval_s: float = FULL_INTERVAL_MAX_S) -> None:
+    def __init__(self, telemetry: Telemetry | None = None, *, full_interval_s: float = FULL_INTERVAL_S,
+                 max_interval_s: float = FULL_INTERVAL_MAX_S) -> None:
+        self._pauses = (telemetry or Telemetry()).histogram(
+            "obscura_gc_pause_seconds", "garbage collector passes (each one stops the event loop)", "s",
+            PAUSE_BUCKETS_S)
+        self._started = 0.0
         self.full_interval_s = full_interval_s
         self.max_interval_s = max(max_interval_s, full_interval_s)
         self.next_interval_s = full_interval_s  # until the next full pass
@@ -71,10 +82,12 @@ class GcPolicy:
         self._saved = None
         gc.unfreeze()
 
-    @staticmethod
-    def _after_collection(phase: str, info: dict) -> None:
-        if phase == "stop":
-            gc.freeze()  # this pass's survivors: no later pass walks them again
+    def _after_collection(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        gc.freeze()  # this pass's survivors: no later pass walks them again
+        self._pauses.record(time.perf_counter() - self._started, _GENERATIONS[info["generation"]])
 
     def _arm(self) -> None:
         if self.full_interval_s > 0 and self._loop is not None:

@@ -13,6 +13,7 @@ import weakref
 import pytest
 
 from obscura.gcpolicy import YOUNG_THRESHOLD, GcPolicy
+from obscura.telemetry import Telemetry
 from tests.adversity.rawhttp import exchange, statuses
 from tests.support.users import bearer, register_user
 from tests.support.ws import connect, send, submission
@@ -180,3 +181,17 @@ async def test_clean_full_passes_back_off_and_a_dirty_one_resets():
         del garbage, a, b
         assert policy.full_collection() > 0
         assert policy.next_interval_s == 10
+
+
+async def test_every_pass_is_timed_by_generation():
+    telemetry = Telemetry()
+    with _policy(telemetry=telemetry):
+        gc.collect(0)
+        gc.collect(0)
+        gc.collect(2)
+    young = telemetry.value("obscura_gc_pause_seconds", {"generation": "0"})
+    full = telemetry.value("obscura_gc_pause_seconds", {"generation": "2"})
+    assert young[0] == 2 and full[0] == 1 and young[1] > 0 and full[1] > 0  # (count, sum of seconds)
+    runs = young[0]
+    gc.collect(0)
+    assert telemetry.value("obscura_gc_pause_seconds", {"generation": "0"})[0] == runs  # stopped
