@@ -195,3 +195,15 @@ async def test_every_pass_is_timed_by_generation():
     runs = young[0]
     gc.collect(0)
     assert telemetry.value("obscura_gc_pause_seconds", {"generation": "0"})[0] == runs  # stopped
+
+
+def test_a_served_node_runs_the_policy(tmp_path, server_process, database_url):
+    """`obscura serve` installs the policy with the node's telemetry: its histogram is exported."""
+    import httpx
+
+    proc = server_process({"OBSCURA_DATABASE_URL": database_url, "OBSCURA_DATA_DIR": str(tmp_path / "d"),
+                           "OBSCURA_TELEMETRY_PROMETHEUS_ENABLED": "true"})
+    proc.wait_ready(timeout_s=60)
+    text = httpx.get(f"http://127.0.0.1:{proc.mgmt_port}/metrics", timeout=10).text
+    assert "# TYPE obscura_gc_pause_seconds histogram" in text
+    assert proc.terminate() == 0, proc.output()
