@@ -320,3 +320,20 @@ async def test_close_fails_what_waits_behind_the_pipeline_in_flight(redis_url: s
     for future in (first, waiting):
         with pytest.raises(CoordinationError):
             await asyncio.wait_for(future, 5)
+
+
+async def test_new_pool_connections_send_no_refused_handshake(coord: RedisCoordinator, raw: aioredis.Redis) -> None:
+    """redis-py's pool connections skip CLIENT SETINFO (it reads its own version from disk for each
+    connection) and the maintenance-notification handshake; a Redis older than 7.2 refuses both,
+    and counts each refusal in its error statistics."""
+    async def refusals() -> int:
+        stats = await raw.info("errorstats")
+        return sum(v["count"] for k, v in stats.items() if k.startswith("errorstat_"))
+
+    before = await refusals()
+    tickets = [f"handshake-{i}-{uuid.uuid4()}" for i in range(8)]
+    await asyncio.gather(*(coord.put_ticket(t, uuid.uuid4(), 30) for t in tickets))  # the pool grows
+    assert all(await asyncio.gather(*(coord.take_ticket(t) for t in tickets)))
+    assert await refusals() == before
+    pool = coord._client().connection_pool
+    assert len(pool._in_use_connections) + len(pool._available_connections) >= 2  # new connections were made
