@@ -208,9 +208,8 @@ class BlobStore(abc.ABC):
     async def list_keys(self, prefix: str, *, limit: int = 1000, after: str | None = None) -> list[str]:
         """The first ``limit`` keys, in key order, under the folder ``prefix`` (whole segments:
         ``a/b`` never matches ``a/bc/...``; ``""`` is the whole store) and greater than ``after``
-        when given. Raises
-        ``BlobUnavailable``. Used to delete a device's backups and to sweep orphaned ones
-        (decisions §4.5)."""
+        when given. Raises ``BlobUnavailable``. Used to delete a device's backups and to sweep
+        orphaned ones (decisions §4.5)."""
         raise NotImplementedError
 
     @abc.abstractmethod
