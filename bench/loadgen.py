@@ -30,6 +30,16 @@ def _submit_body(targets: list[bytes], rng: random.Random, pad: bytes) -> tuple[
     return pb.SendMessageRequest(messages=subs).SerializeToString(), n
 
 
+def ticket_request(token: str) -> bytes:
+    return (b"POST /v1/gateway/ticket HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nAuthorization: Bearer "
+            + token.encode() + b"\r\n\r\n")
+
+
+def ticket_of(body: bytes) -> str:
+    """The ticket of a 201 answer to ticket_request."""
+    return body.split(b'"ticket":"')[1].split(b'"')[0].decode()
+
+
 def send_request(token: str, body: bytes) -> bytes:
     return (b"POST /v1/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token.encode()
             + b"\r\nIdempotency-Key: " + str(uuid.uuid4()).encode()
@@ -229,15 +239,13 @@ async def _idle(cfg: dict, phase, opened, out) -> None:
         async with sem:
             client = clients.pop()
             try:
-                status, body = await client.request(
-                    b"POST /v1/gateway/ticket HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nAuthorization: Bearer "
-                    + tokens[i % len(tokens)].encode() + b"\r\n\r\n")
+                status, body = await client.request(ticket_request(tokens[i % len(tokens)]))
             finally:
                 clients.append(client)
             if status != 201:
                 failures += 1
                 return
-            ticket = body.split(b'"ticket":"')[1].split(b'"')[0].decode()
+            ticket = ticket_of(body)
             try:
                 # Each process its own loopback source address: one source address has only
                 # ~28k ephemeral ports towards 127.0.0.1:port (ip_local_port_range).

@@ -90,7 +90,7 @@ class GcPolicy:
         self._pauses.record(time.perf_counter() - self._started, _GENERATIONS[info["generation"]])
 
     def _arm(self) -> None:
-        if self.full_interval_s > 0 and self._loop is not None:
+        if self.full_interval_s > 0:
             self._timer = self._loop.call_later(self.next_interval_s, self._on_timer)
 
     def _on_timer(self) -> None:

@@ -36,6 +36,13 @@ def _policy(**options):
         policy.stop()
 
 
+async def _until(predicate, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
 async def test_survivors_of_a_young_collection_are_frozen_and_still_freed_by_refcount():
     with _policy():
         assert gc.get_threshold()[0] == YOUNG_THRESHOLD
@@ -65,10 +72,7 @@ async def test_the_full_pass_reclaims_a_cycle_that_was_frozen():
 
 async def test_the_full_pass_runs_on_its_interval():
     with _policy(full_interval_s=0.05) as policy:
-        deadline = asyncio.get_running_loop().time() + 5
-        while policy.full_collections < 2:
-            assert asyncio.get_running_loop().time() < deadline, "no full collection on the timer"
-            await asyncio.sleep(0.02)
+        await _until(lambda: policy.full_collections >= 2)
     runs = policy.full_collections
     await asyncio.sleep(0.2)
     assert policy.full_collections == runs  # stop() cancelled the timer
@@ -110,13 +114,6 @@ def _server_garbage() -> dict[str, int]:
     finally:
         gc.set_debug(0)
         gc.garbage.clear()
-
-
-async def _until(predicate, timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_sessions_that_relayed_and_acked_leave_no_cycles(app, http):

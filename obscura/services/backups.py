@@ -226,7 +226,7 @@ class BackupService:
                 if len(keys) < _LIST_BATCH:
                     break
 
-    async def sweep_orphans(self, after: str | None, limit: int) -> tuple[str | None, int, int]:
+    async def sweep_orphans(self, after: str | None, limit: int) -> tuple[str | None, int]:
         """One step of the sweep for objects nothing will delete (decisions §4.5): the first
         ``limit`` backup keys after ``after``. Deletes the objects of devices that have no slot
         any more (deleted while a node was down, or storage failed during the delete hook) and
@@ -236,8 +236,8 @@ class BackupService:
         listed before the slots are read, and an object is only ever written after its slot
         row exists, so a listed object without a row is one whose device is gone.
 
-        Returns (the key the next step starts after, None once the last key was seen; keys
-        examined; objects deleted). Raises ``BlobUnavailable``.
+        Returns (the key the next step starts after, None once the last key was seen; objects
+        deleted). Raises ``BlobUnavailable``.
         """
         # The folder the prefix names ("backups/" itself; the store's root for a prefix like "bk-").
         keys = await self._blobs.list_keys(self._prefix[:self._prefix.rfind("/") + 1], limit=limit, after=after)
@@ -253,7 +253,7 @@ class BackupService:
             async with asyncio.timeout(_STEP_TIMEOUT_S):
                 await self._blobs.delete_many(doomed)
             log.info("backup sweep deleted %d orphaned objects", len(doomed))
-        return (keys[-1] if len(keys) == limit else None), len(keys), len(doomed)
+        return (keys[-1] if len(keys) == limit else None), len(doomed)
 
     async def reset_stale_batch(self, limit: int) -> tuple[int, int, int]:
         """One cleanup batch of stale ``UPLOADING`` slots; returns (selected, reset, failed).

@@ -77,7 +77,7 @@ class BackupCleanupWorker:
 
     async def sweep_step(self) -> int:
         """The sweep's next step; returns how many orphaned objects it deleted. Raises on a store failure."""
-        self._sweep_after, _examined, deleted = await self._service.sweep_orphans(self._sweep_after, self.sweep_batch)
+        self._sweep_after, deleted = await self._service.sweep_orphans(self._sweep_after, self.sweep_batch)
         if deleted:
             self._orphans.add(deleted)
         return deleted
