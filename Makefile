@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Test processes (pytest-xdist; each has its own embedded PostgreSQL and redis-server). A whole
+# file stays on one process. PYTEST_WORKERS=0 runs in this process (for -s, pdb, a single test).
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 .PHONY: serve test test-pure test-compiled install proto lint clean bench fuzz bench-gate fuzz-ci
 
@@ -18,14 +22,14 @@ serve: $(STAMP)
 	$(VENV)/bin/obscura serve
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
-	OBSCURA_NO_EXTENSIONS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
+	OBSCURA_NO_EXTENSIONS=1 $(PYTEST) $(PYTEST_ARGS)
 
 test-compiled: $(STAMP)
-	OBSCURA_REQUIRE_EXTENSIONS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	OBSCURA_REQUIRE_EXTENSIONS=1 $(PYTEST) $(PYTEST_ARGS)
 
 test-pure: $(STAMP)
-	OBSCURA_NO_EXTENSIONS=1 $(PY) -m pytest -q $(PYTEST_ARGS)
+	OBSCURA_NO_EXTENSIONS=1 $(PYTEST) $(PYTEST_ARGS)
 
 proto: $(STAMP)
 	$(PY) -m obscura._proto.regenerate

@@ -51,7 +51,7 @@ def _plain(value: object) -> object:
 
 
 @pytest.mark.parametrize("channel, payload", [
-    ("user:" + str(uuid.uuid4()), b"\x01"), ("", b""), ("pr\u00e9fixe:x", b"\r\n\x00" * 40)])
+    ("user:" + str(uuid.UUID(int=0x0123456789abcdef0123456789abcdef)), b"\x01"), ("", b""), ("pr\u00e9fixe:x", b"\r\n\x00" * 40)])
 def test_encode_publish_writes_what_encode_command_writes(channel: str, payload: bytes) -> None:
     assert encode_publish(channel, payload) == encode_command((b"PUBLISH", channel, payload))
     assert parse_reply(encode_publish(channel, payload), 0) == ([b"PUBLISH", channel.encode(), payload],
