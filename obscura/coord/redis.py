@@ -29,6 +29,7 @@ from obscura.coord.base import (
     checked_ttl_s,
     ticket_key,
 )
+from obscura.coord.pipeline import CommandPipeline, consume
 from obscura.coord.resp import RespError, RespProtocol, encode_command, encode_publish, open_connection
 from obscura.coord.router import LocalRouter
 from obscura.coord.wire import (
@@ -98,11 +99,7 @@ class RedisCoordinator(Coordinator):
         self._ever_subscribed = False
         self._attempt = 0
         self._closed = False
-        self._tick_commands: list[tuple[list[tuple], asyncio.Future]] = []
-        self._hot: RespProtocol | None = None  # the pipelining connection of _batched
-        self._hot_lock = asyncio.Lock()
-        self._tick_scheduled = False
-        self._tick_tasks: set[asyncio.Task] = set()
+        self._pipe = CommandPipeline(self._url, command_timeout_s)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -131,11 +128,7 @@ class RedisCoordinator(Coordinator):
 
     async def close(self) -> None:
         self._closed = True
-        for task in list(self._tick_tasks):
-            task.cancel()
-        hot, self._hot = self._hot, None
-        if hot is not None:
-            hot.abort()
+        self._pipe.close()
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
@@ -175,117 +168,14 @@ class RedisCoordinator(Coordinator):
         prefix = self._prefix
         return [encode_publish(channel_name(prefix, d), encode_event(e)) for d, e in items]
 
-    # -- one pipeline in flight, carrying everything queued meanwhile ----------------------------
+    # -- the per-request commands: one pipeline in flight (obscura/coord/pipeline.py) -------------
     async def _batched(self, *args: Any) -> Any:
-        """One command through this tick's pipeline (``_queue``); its reply."""
+        """One command through the shared pipeline; its reply."""
         return (await self._queue([args]))[0]
 
     def _queue(self, commands: Sequence[tuple | bytes]) -> asyncio.Future[list[Any]]:
-        """Queue commands (argument tuples, or bytes already encoded: _publishes); they go out in
-        one pipeline with everything else queued meanwhile.
-
-        The send path's publishes, push-queue updates and idempotency reads and writes of
-        concurrent requests share one write and one round trip on the lean client (redis-py
-        costs ~18 us of client CPU per pipelined command, performance.md). One pipeline is in
-        flight at a time: commands queued while it waits for its replies go out together when
-        it is done (under load most ticks found one in flight: each had cost a write, a read
-        and a wake-up of Redis of its own). The future gets the replies of ``commands``, or
-        CoordinationError when any of them failed. Only idempotent commands come here: a
-        pipeline whose connection dropped is sent again once."""
         self._client()  # raises CoordinationError when not started
-        loop = self.bound_loop
-        future = loop.create_future()
-        self._tick_commands.append((commands, future))
-        if not self._tick_scheduled:
-            self._tick_scheduled = True
-            loop.call_soon(self._start_tick)
-        return future
-
-    def _start_tick(self) -> None:
-        self._tick_scheduled = False
-        if self._tick_tasks or not self._tick_commands:
-            return  # the pipeline in flight starts the next one when it is done (_tick_done)
-        batch, self._tick_commands = self._tick_commands, []
-        task = self.bound_loop.create_task(self._run_tick(batch))
-        self._tick_tasks.add(task)
-        task.add_done_callback(self._tick_done)
-
-    def _tick_done(self, task: asyncio.Task) -> None:
-        self._tick_tasks.discard(task)
-        self._start_tick()  # what was queued meanwhile; after close() it fails in _hot_connection
-
-    async def _run_tick(self, batch: list) -> None:
-        try:
-            commands = [args for group, _ in batch for args in group]
-            payload = b"".join([args if type(args) is bytes else encode_command(args) for args in commands])
-            results = await self._pipeline(payload, len(commands))
-        except BaseException as exc:  # noqa: BLE001 - every queued caller gets the failure
-            err = exc if isinstance(exc, CoordinationError) else CoordinationError(f"redis: {type(exc).__name__}")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(err)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        start = 0
-        for group, future in batch:
-            replies, start = results[start:start + len(group)], start + len(group)
-            if future.done():
-                continue
-            failed = next((r for r in replies if isinstance(r, BaseException)), None)
-            if failed is not None:
-                future.set_exception(CoordinationError(f"redis: {type(failed).__name__}"))
-            else:
-                future.set_result(replies)
-
-    async def _pipeline(self, payload: bytes, count: int) -> list[Any]:
-        """Send ``count`` encoded commands on the hot connection; their replies (an error reply
-        as its RespError). A dropped connection is replaced and the pipeline sent once more. The
-        whole call, reconnecting included, gets the command timeout; a connection that has not
-        answered by then is dropped (its state is unknown)."""
-        proto: RespProtocol | None = None
-        futures: list[asyncio.Future] = []
-        try:
-            async with asyncio.timeout(self._command_timeout_s):
-                for attempt in (1, 2):
-                    proto = await self._hot_connection()
-                    try:
-                        futures = proto.send(payload, count)
-                    except ConnectionError:  # closed since we looked: same as a drop
-                        futures = []
-                    else:
-                        await asyncio.wait((futures[-1],))  # replies arrive in order: the last comes last
-                        results = [f.exception() or f.result() for f in futures]
-                        if not any(isinstance(r, ConnectionError) for r in results):
-                            return results
-                    if attempt == 2:
-                        raise CoordinationError("redis: ConnectionError")
-        except TimeoutError:
-            if proto is not None:
-                proto.abort()
-            raise CoordinationError("redis: TimeoutError") from None
-        finally:
-            _consume(futures)
-        raise AssertionError("unreachable")
-
-    async def _hot_connection(self) -> RespProtocol:
-        proto = self._hot
-        if proto is not None and not proto.is_closed:
-            return proto
-        async with self._hot_lock:
-            proto = self._hot
-            if proto is None or proto.is_closed:
-                if self._closed:
-                    raise CoordinationError("coordinator is not started or already closed")
-                try:
-                    proto = await open_connection(self._url, self._command_timeout_s)
-                except (OSError, RespError, TimeoutError) as exc:
-                    raise CoordinationError(f"redis: {type(exc).__name__}") from exc
-                if self._closed:  # closed while we connected: do not leave the link open
-                    proto.abort()
-                    raise CoordinationError("coordinator is not started or already closed")
-                self._hot = proto
-            return proto
+        return self._pipe.queue(commands)
 
     def subscribe(self, device_id: uuid.UUID, callback: EventCallback) -> Subscription:
         if not isinstance(device_id, uuid.UUID):
@@ -356,7 +246,7 @@ class RedisCoordinator(Coordinator):
                 except CoordinationError as exc:
                     outcomes.append(exc)
         finally:
-            _consume([f for f in futures if f is not None])  # cancelled caller: nothing left unread
+            consume([f for f in futures if f is not None])  # cancelled caller: nothing left unread
         return outcomes[0], outcomes[1], outcomes[2]
 
     async def cancel_push(self, device_ids: Iterable[uuid.UUID]) -> None:
@@ -502,13 +392,3 @@ def _normalize_url(url: str) -> str:
 
 def _set_ex(key: str, value: bytes, ttl_s: int) -> tuple:
     return (b"SET", key, bytes(value), b"EX", checked_ttl_s(ttl_s))
-
-
-def _consume(futures: list[asyncio.Future]) -> None:
-    """Nobody waits for these replies any more: mark outcomes as seen and cancel the rest (a
-    reply that still arrives is dropped; no "exception was never retrieved" when the link dies)."""
-    for f in futures:
-        if not f.done():
-            f.cancel()
-        elif not f.cancelled():
-            f.exception()

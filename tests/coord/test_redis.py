@@ -282,7 +282,7 @@ async def test_commands_queued_while_a_pipeline_is_in_flight_go_out_together(coo
     # One pipeline in flight at a time: what is queued while it waits goes out in one write
     # when it is done, however many loop ticks it was queued over. Redis is held back (an
     # injected slow server: CLIENT PAUSE) so the first pipeline stays in flight.
-    proto = await coord._hot_connection()
+    proto = await coord._pipe.connection()
     sizes: list[int] = []
     send = proto.send
 

@@ -216,7 +216,7 @@ async def test_a_pipeline_whose_link_dropped_is_sent_again_on_a_new_one(
     try:
         async with _behind_a_proxy(server, 2.0) as (proxy, coord):
             await coord.put_idempotent("k0", b"v0", 60)
-            first = coord._hot
+            first = coord._pipe._hot
             proxy.stall()
             pending = asyncio.ensure_future(coord.put_idempotent("k1", b"v1", 60))
             await asyncio.sleep(0.1)  # written, held by the stalled proxy, no reply yet
@@ -224,7 +224,7 @@ async def test_a_pipeline_whose_link_dropped_is_sent_again_on_a_new_one(
             proxy.drop()
             proxy.heal()
             await asyncio.wait_for(pending, 5)  # sent again on a new connection: no error for the caller
-            assert coord._hot is not first
+            assert coord._pipe._hot is not first
             assert await raw.get("k1") == b"v1"
     finally:
         await raw.aclose()
