@@ -118,8 +118,11 @@ async def _sender(cfg: dict, phase, rate, sent, out) -> None:
         next_at = time.monotonic()
         while phase.value < STOP:
             if phase.value == 2:
+                # Open loop: independent exponential gaps per connection (the sum is a Poisson
+                # stream), 2 msgs per request on average. Fixed gaps kept every connection in step
+                # from the phase's first instant: all of them sent at once, then nothing.
                 per_conn = max(rate.value / cfg["total_conns"], 1e-3)
-                next_at = max(next_at, time.monotonic() - 0.05) + 2.0 / per_conn  # 2 msgs per request on average
+                next_at = max(next_at, time.monotonic() - 0.05) + rng.expovariate(per_conn / 2.0)
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
