@@ -5,6 +5,7 @@ cimport cython
 
 cdef int _DEPTH_LIMIT
 cdef object _UINT64_MASK
+cdef unsigned long long _SIGN_EXTEND
 cdef Py_ssize_t _SIZE_CAP
 cdef tuple _SUBMISSION_FIELDS
 
@@ -66,7 +67,8 @@ cdef Py_ssize_t _put_bytes_field(bytearray out, window, Py_ssize_t pos, unsigned
 cdef _append_varint(bytearray buf, unsigned long long value)
 
 cdef object _uint64(object value)
-cdef object _int32_as_uint64(object value)
+@cython.locals(small="long long")
+cdef unsigned long long _int32_as_uint64(object value) except? 0xFFFFFFFFFFFFFFFF
 
 @cython.locals(timestamp="unsigned long long", size=Py_ssize_t, out=bytearray, pos=Py_ssize_t)
 cpdef bytes encode_envelope(id16, sender_id16, timestamp_ms, message, sender_device_id16)

@@ -43,6 +43,7 @@ KIND_NONE = "none"    # no oneof member (also an old field-10 frame, spec §3.1)
 
 _DEPTH_LIMIT = 100  # upb's default decode depth (sub-messages plus groups)
 _UINT64_MASK = 0xFFFFFFFFFFFFFFFF
+_SIGN_EXTEND = 0xFFFFFFFFFFFFFFFF  # a C constant in the compiled twin: int32 -> uint64 without objects
 _SIZE_CAP = 1 << 62
 _SUBMISSION_FIELDS = ("", "submission_id", "device_id", "message")
 
@@ -409,7 +410,8 @@ def _int32_as_uint64(value):
         value = operator.index(value)
     if value < -0x80000000 or value > 0x7FFFFFFF:
         raise ValueError(f"int32 value out of range: {value}")
-    return value & _UINT64_MASK
+    small = value
+    return small & _SIGN_EXTEND
 
 
 def encode_envelope(id16, sender_id16, timestamp_ms, message, sender_device_id16):
