@@ -100,28 +100,19 @@ class CommandPipeline(LoopBound):
         whole call, reconnecting included, gets the command timeout; a connection that has not
         answered by then is dropped (its state is unknown)."""
         proto: RespProtocol | None = None
-        futures: list[asyncio.Future] = []
         try:
             async with asyncio.timeout(self._command_timeout_s):
                 for attempt in (1, 2):
                     proto = await self.connection()
                     try:
-                        futures = proto.send(payload, count)
-                    except ConnectionError:  # closed since we looked: same as a drop
-                        futures = []
-                    else:
-                        await asyncio.wait((futures[-1],))  # replies arrive in order: the last comes last
-                        results = [f.exception() or f.result() for f in futures]
-                        if not any(isinstance(r, ConnectionError) for r in results):
-                            return results
-                    if attempt == 2:
-                        raise CoordinationError("redis: ConnectionError")
+                        return await proto.send_batch(payload, count)
+                    except ConnectionError:  # dropped before every reply came (or closed since we looked)
+                        if attempt == 2:
+                            raise CoordinationError("redis: ConnectionError") from None
         except TimeoutError:
             if proto is not None:
                 proto.abort()
             raise CoordinationError("redis: TimeoutError") from None
-        finally:
-            consume(futures)
         raise AssertionError("unreachable")
 
     async def connection(self) -> RespProtocol:

@@ -132,15 +132,25 @@ def _length(line: bytes | bytearray) -> int:
     return n
 
 
+class _Batch:
+    """The replies of one ``send_batch``: collected in order, handed over at once."""
+
+    __slots__ = ("future", "replies", "count")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+        self.future, self.replies, self.count = future, [], count
+
+
 class RespProtocol(asyncio.Protocol):
-    """One Redis connection: ``send`` writes commands and returns one future per reply, in order."""
+    """One Redis connection: ``send`` writes commands and returns one future per reply, in order;
+    ``send_batch`` one future for all of a pipeline's replies."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop,
                  on_push: Callable[[Any], None] | None = None) -> None:
         self._loop = loop
         self._on_push = on_push
         self._buf = bytearray()
-        self._waiters: deque[asyncio.Future] = deque()
+        self._waiters: deque[asyncio.Future | _Batch] = deque()
         self._transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
         self.received = 0  # replies so far: the subscriber's health check watches it
@@ -170,7 +180,8 @@ class RespProtocol(asyncio.Protocol):
         self._transport = None
         err = ConnectionError("redis connection lost")
         while self._waiters:
-            fut = self._waiters.popleft()
+            waiter = self._waiters.popleft()
+            fut = waiter.future if type(waiter) is _Batch else waiter
             if not fut.done():
                 fut.set_exception(err)
         if not self.closed.done():
@@ -192,6 +203,19 @@ class RespProtocol(asyncio.Protocol):
         transport.write(payload)
         return futures
 
+    def send_batch(self, payload: bytes, replies: int) -> asyncio.Future[list[Any]]:
+        """Write ``replies`` (> 0) encoded commands; one future for the list of their replies, an
+        error reply as its RespError value (a pipeline's commands without a future each: the
+        per-request commands of the bus, performance.md). ConnectionError when the link drops
+        first; a cancelled future drops its replies as they come, keeping the order."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionError("redis connection is closed")
+        future = self._loop.create_future()
+        self._waiters.append(_Batch(future, replies))
+        transport.write(payload)
+        return future
+
     async def call(self, *args: Arg) -> Any:
         return await self.send(encode_command(args), 1)[0]
 
@@ -204,6 +228,15 @@ class RespProtocol(asyncio.Protocol):
     def _dispatch(self, value: Any) -> None:
         waiters = self._waiters
         if waiters:
+            head = waiters[0]
+            if type(head) is _Batch:
+                replies = head.replies
+                replies.append(value)
+                if len(replies) == head.count:
+                    waiters.popleft()
+                    if not head.future.done():
+                        head.future.set_result(replies)
+                return
             fut = waiters.popleft()
             if fut.done():  # its caller gave up (timeout): the reply is dropped, order is kept
                 return

@@ -284,13 +284,13 @@ async def test_commands_queued_while_a_pipeline_is_in_flight_go_out_together(coo
     # injected slow server: CLIENT PAUSE) so the first pipeline stays in flight.
     proto = await coord._pipe.connection()
     sizes: list[int] = []
-    send = proto.send
+    send = proto.send_batch
 
     def counting(payload: bytes, replies: int):
         sizes.append(replies)
         return send(payload, replies)
 
-    proto.send = counting
+    proto.send_batch = counting
     keys = [idempotency_key(uuid.uuid4(), uuid.uuid4()) for _ in range(4)]
     await raw.set(keys[2], b"two")
     await raw.execute_command("CLIENT", "PAUSE", "300", "ALL")
