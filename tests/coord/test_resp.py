@@ -136,6 +136,49 @@ async def test_a_thousand_pipelined_commands_reply_in_order(redis_url: str) -> N
         proto.abort()
 
 
+async def test_a_batch_gets_its_replies_as_one_list_with_error_replies_as_values(redis_url: str) -> None:
+    key = f"test:resp:{uuid.uuid4().hex}"
+    proto = await open_connection(redis_url, 5.0)
+    try:
+        cmds = [encode_command((b"INCR", key)) for _ in range(300)]
+        cmds.insert(100, encode_command((b"HGET", key, b"f")))  # WRONGTYPE: a value in the list
+        first = proto.send_batch(b"".join(cmds), len(cmds))
+        second = proto.send_batch(encode_command((b"GET", key)), 1)
+        replies = await first
+        assert len(replies) == 301 and isinstance(replies[100], RespError)
+        assert "WRONGTYPE" in str(replies[100])
+        assert [r for i, r in enumerate(replies) if i != 100] == list(range(1, 301))
+        assert await second == [b"300"]
+    finally:
+        await proto.call(b"DEL", key)
+        proto.abort()
+
+
+async def test_a_cancelled_batch_drops_its_replies_and_the_next_gets_its_own(redis_url: str) -> None:
+    key = f"test:resp:{uuid.uuid4().hex}"
+    proto = await open_connection(redis_url, 5.0)
+    try:
+        gave_up = proto.send_batch(b"".join(encode_command((b"INCR", key)) for _ in range(3)), 3)
+        gave_up.cancel()  # before any reply can have been read: the caller gave up (a timeout)
+        after = proto.send_batch(encode_command((b"INCRBY", key, 10)), 1)
+        assert await after == [13]  # not one of the three dropped replies
+        assert await proto.call(b"GET", key) == b"13"
+    finally:
+        await proto.call(b"DEL", key)
+        proto.abort()
+
+
+async def test_a_batch_on_a_dropped_link_fails_with_connection_error(redis_url: str) -> None:
+    proto = await open_connection(redis_url, 5.0)
+    pending = proto.send_batch(encode_command((b"BLPOP", f"test:resp:{uuid.uuid4().hex}", 5)), 1)
+    await asyncio.sleep(0.05)
+    proto.abort()
+    with pytest.raises(ConnectionError):
+        await pending
+    with pytest.raises(ConnectionError):
+        proto.send_batch(encode_command((b"PING",)), 1)
+
+
 async def test_password_database_and_unix_socket_come_from_the_url(
         redis_server_factory: Callable[..., RedisServer]) -> None:
     server = redis_server_factory(password="s3cret", unix_socket=True)
