@@ -118,10 +118,20 @@ def test_commands_are_arrays_of_bulk_strings() -> None:
 
 # -- against real Redis --------------------------------------------------------------------------
 
-async def test_a_thousand_pipelined_commands_reply_in_order(redis_url: str) -> None:
+@contextlib.asynccontextmanager
+async def _link_and_key(redis_url: str) -> AsyncIterator[tuple[RespProtocol, str]]:
+    """A lean-client connection and a fresh key, deleted afterwards."""
     key = f"test:resp:{uuid.uuid4().hex}"
     proto = await open_connection(redis_url, 5.0)
     try:
+        yield proto, key
+    finally:
+        await proto.call(b"DEL", key)
+        proto.abort()
+
+
+async def test_a_thousand_pipelined_commands_reply_in_order(redis_url: str) -> None:
+    async with _link_and_key(redis_url) as (proto, key):
         cmds = [encode_command((b"INCR", key)) for _ in range(1000)]
         cmds.insert(500, encode_command((b"HGET", key, b"f")))  # WRONGTYPE: only this one fails
         futures = proto.send(b"".join(cmds), len(cmds))
@@ -131,15 +141,10 @@ async def test_a_thousand_pipelined_commands_reply_in_order(redis_url: str) -> N
         values = [f.result() for i, f in enumerate(futures) if i != 500]
         assert values == list(range(1, 1001))
         assert await proto.call(b"GET", key) == b"1000"  # the connection is still fine
-    finally:
-        await proto.call(b"DEL", key)
-        proto.abort()
 
 
 async def test_a_batch_gets_its_replies_as_one_list_with_error_replies_as_values(redis_url: str) -> None:
-    key = f"test:resp:{uuid.uuid4().hex}"
-    proto = await open_connection(redis_url, 5.0)
-    try:
+    async with _link_and_key(redis_url) as (proto, key):
         cmds = [encode_command((b"INCR", key)) for _ in range(300)]
         cmds.insert(100, encode_command((b"HGET", key, b"f")))  # WRONGTYPE: a value in the list
         first = proto.send_batch(b"".join(cmds), len(cmds))
@@ -149,23 +154,15 @@ async def test_a_batch_gets_its_replies_as_one_list_with_error_replies_as_values
         assert "WRONGTYPE" in str(replies[100])
         assert [r for i, r in enumerate(replies) if i != 100] == list(range(1, 301))
         assert await second == [b"300"]
-    finally:
-        await proto.call(b"DEL", key)
-        proto.abort()
 
 
 async def test_a_cancelled_batch_drops_its_replies_and_the_next_gets_its_own(redis_url: str) -> None:
-    key = f"test:resp:{uuid.uuid4().hex}"
-    proto = await open_connection(redis_url, 5.0)
-    try:
+    async with _link_and_key(redis_url) as (proto, key):
         gave_up = proto.send_batch(b"".join(encode_command((b"INCR", key)) for _ in range(3)), 3)
         gave_up.cancel()  # before any reply can have been read: the caller gave up (a timeout)
         after = proto.send_batch(encode_command((b"INCRBY", key, 10)), 1)
         assert await after == [13]  # not one of the three dropped replies
         assert await proto.call(b"GET", key) == b"13"
-    finally:
-        await proto.call(b"DEL", key)
-        proto.abort()
 
 
 async def test_a_batch_on_a_dropped_link_fails_with_connection_error(redis_url: str) -> None:
