@@ -17,7 +17,7 @@ from obscura.aio import LoopBound
 from obscura.coord.base import CoordinationError
 from obscura.coord.resp import RespError, RespProtocol, encode_command, open_connection
 
-__all__ = ["CommandPipeline", "consume"]
+__all__ = ["CommandPipeline"]
 
 
 class CommandPipeline(LoopBound):
@@ -133,13 +133,3 @@ class CommandPipeline(LoopBound):
                     raise CoordinationError("coordinator is not started or already closed")
                 self._hot = proto
             return proto
-
-
-def consume(futures: list[asyncio.Future]) -> None:
-    """Nobody waits for these replies any more: mark outcomes as seen and cancel the rest (a
-    reply that still arrives is dropped; no "exception was never retrieved" when the link dies)."""
-    for f in futures:
-        if not f.done():
-            f.cancel()
-        elif not f.cancelled():
-            f.exception()

@@ -29,7 +29,7 @@ from obscura.coord.base import (
     checked_ttl_s,
     ticket_key,
 )
-from obscura.coord.pipeline import CommandPipeline, consume
+from obscura.coord.pipeline import CommandPipeline
 from obscura.coord.resp import RespError, RespProtocol, encode_command, encode_publish, open_connection
 from obscura.coord.router import LocalRouter
 from obscura.coord.wire import (
@@ -246,7 +246,7 @@ class RedisCoordinator(Coordinator):
                 except CoordinationError as exc:
                     outcomes.append(exc)
         finally:
-            consume([f for f in futures if f is not None])  # cancelled caller: nothing left unread
+            _consume([f for f in futures if f is not None])  # cancelled caller: nothing left unread
         return outcomes[0], outcomes[1], outcomes[2]
 
     async def cancel_push(self, device_ids: Iterable[uuid.UUID]) -> None:
@@ -392,3 +392,13 @@ def _normalize_url(url: str) -> str:
 
 def _set_ex(key: str, value: bytes, ttl_s: int) -> tuple:
     return (b"SET", key, bytes(value), b"EX", checked_ttl_s(ttl_s))
+
+
+def _consume(futures: list[asyncio.Future]) -> None:
+    """Nobody waits for these replies any more: mark outcomes as seen and cancel the rest (a
+    reply that still arrives is dropped; no "exception was never retrieved" when the link dies)."""
+    for f in futures:
+        if not f.done():
+            f.cancel()
+        elif not f.cancelled():
+            f.exception()
